@@ -1,0 +1,38 @@
+"""Content digests as values (``sha256:<64 hex>``), never bare strings."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+from skiff.errors import InvalidInput
+
+_SHA256 = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True, order=True)
+class Digest:
+    """A sha256 content digest. Other algorithms are refused: every registry skiff targets uses sha256."""
+
+    hex: str
+
+    @property
+    def algorithm(self) -> str:
+        return "sha256"
+
+    @classmethod
+    def parse(cls, text: str) -> Digest:
+        if not _SHA256.match(text):
+            raise InvalidInput(
+                f"invalid digest {text!r}",
+                "a digest is 'sha256:' followed by 64 lowercase hexadecimal characters",
+            )
+        return cls(text.split(":", 1)[1])
+
+    @classmethod
+    def of(cls, data: bytes) -> Digest:
+        return cls(hashlib.sha256(data).hexdigest())
+
+    def __str__(self) -> str:
+        return f"sha256:{self.hex}"
