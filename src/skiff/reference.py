@@ -256,7 +256,7 @@ def _check_surface(text: str) -> None:
         _fail(
             text, "this is an image ID, not a repository name", "give a repository, like NAME:TAG"
         )
-    if re.fullmatch(r"sha256:[0-9a-fA-F]*", text):
+    if re.fullmatch(r"sha256:[0-9a-fA-F]{12,64}", text):  # a pasted digest, maybe shortened
         _fail(text, "a digest alone is not an image reference", "write NAME@sha256:...")
 
 
