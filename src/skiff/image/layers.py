@@ -1,0 +1,291 @@
+"""Reproducible layer tars, streamed into the cache, with a stat-based cache in front.
+
+Reproducible means: the same entries give the same bytes on any machine. Entries are sorted,
+parent directories are added, and every header carries mtime 0, uid/gid 0, empty user/group names
+and the mode the caller chose; nothing from the host (owner, time, inode) reaches the tar. Gzip
+headers get mtime 0, no file name, and a fixed level.
+
+Files are streamed (constant memory) into a blob while both the compressed digest and the
+uncompressed one (the diff_id) are computed in the same pass. A fingerprint of the sources'
+``stat`` results maps to the finished layer, so a rebuild with unchanged inputs reads nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import json
+import os
+import posixpath
+import stat
+import tarfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Literal, cast
+
+from skiff.digest import Digest
+from skiff.errors import BuildFailed
+from skiff.image.layout import Layout, cache_dir, write_atomic
+from skiff.image.oci import OCI_LAYER, OCI_LAYER_GZIP, Descriptor, canonical_json
+
+Compression = Literal["none", "gzip"]
+
+# Bump when the tar format changes, so stat-cache entries made by older versions are not reused.
+_FORMAT_VERSION = 1
+_GZIP_LEVEL = 6
+_DIR_MODE = 0o755
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One thing in a layer: a file (from a path or bytes), a directory, or a symlink.
+
+    ``path`` is where it appears in the image (absolute, ``/``-separated).
+    """
+
+    path: str
+    mode: int
+    source: Path | bytes | None = None
+    link: str | None = None
+
+    @classmethod
+    def file(cls, path: str, source: Path | bytes, mode: int = 0o644) -> Entry:
+        return cls(path, mode, source=source)
+
+    @classmethod
+    def dir(cls, path: str, mode: int = _DIR_MODE) -> Entry:
+        return cls(path, mode)
+
+    @classmethod
+    def symlink(cls, path: str, target: str) -> Entry:
+        return cls(path, 0o777, link=target)
+
+    @property
+    def kind(self) -> Literal["file", "dir", "symlink"]:
+        if self.link is not None:
+            return "symlink"
+        return "dir" if self.source is None else "file"
+
+    @property
+    def name(self) -> str:
+        """The path as stored in the tar: normalised, relative to the root."""
+        return _tar_name(self.path)
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A layer blob in the cache: its descriptor (compressed digest) and diff_id (uncompressed)."""
+
+    descriptor: Descriptor
+    diff_id: Digest
+
+    def to_json(self) -> dict[str, Any]:
+        return {"descriptor": self.descriptor.to_json(), "diff_id": str(self.diff_id)}
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> Layer:
+        return cls(Descriptor.from_json(value["descriptor"]), Digest.parse(value["diff_id"]))
+
+
+def _tar_name(path: str) -> str:
+    norm = posixpath.normpath("/" + path).lstrip("/")
+    if not norm or norm == "." or ".." in norm.split("/"):
+        raise BuildFailed(f"invalid path for a layer entry: {path!r}")
+    return norm
+
+
+def _with_parents(entries: Iterable[Entry]) -> list[Entry]:
+    """Entries keyed by tar name, with missing parent directories added, in a fixed order."""
+    by_name: dict[str, Entry] = {}
+    for entry in entries:
+        name = entry.name
+        if name in by_name:
+            raise BuildFailed(f"two layer entries for the same path /{name}")
+        by_name[name] = entry
+    for name in list(by_name):
+        parent = posixpath.dirname(name)
+        while parent and parent not in by_name:
+            by_name[parent] = Entry.dir("/" + parent)
+            parent = posixpath.dirname(parent)
+    for name in by_name:
+        parent = posixpath.dirname(name)
+        if parent and by_name[parent].kind != "dir":
+            raise BuildFailed(f"/{name} is inside /{parent}, which is not a directory")
+    # Sorting by components keeps a directory's contents together, right after it.
+    return [by_name[n] for n in sorted(by_name, key=lambda n: n.split("/"))]
+
+
+class _HashingSink:
+    """Hashes bytes on their way to another sink (gives the diff_id of a compressed layer)."""
+
+    def __init__(self, target: Any) -> None:
+        self._target = target
+        self.hash = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.hash.update(data)
+        self._target.write(data)
+        return len(data)
+
+    def flush(self) -> None:
+        self._target.flush()
+
+
+def _add(tar: tarfile.TarFile, entry: Entry) -> None:
+    info = tarfile.TarInfo(entry.name)
+    info.mtime = 0
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    info.mode = entry.mode & 0o7777
+    if entry.kind == "dir":
+        info.type = tarfile.DIRTYPE
+        tar.addfile(info)
+    elif entry.kind == "symlink":
+        info.type = tarfile.SYMTYPE
+        info.linkname = entry.link or ""
+        tar.addfile(info)
+    elif isinstance(entry.source, bytes):
+        info.size = len(entry.source)
+        tar.addfile(info, _BytesReader(entry.source))
+    else:
+        assert isinstance(entry.source, Path)
+        try:
+            with entry.source.open("rb") as f:
+                st = os.fstat(f.fileno())
+                if not stat.S_ISREG(st.st_mode):
+                    raise BuildFailed(f"{entry.source} is not a regular file")
+                info.size = st.st_size
+                tar.addfile(info, f)
+        except OSError as exc:
+            raise BuildFailed(
+                f"cannot read {entry.source}: {exc.strerror or exc}",
+                "check that the file exists and is readable, and is not changing during the build",
+            ) from None
+
+
+class _BytesReader:
+    def __init__(self, data: bytes) -> None:
+        self._view = memoryview(data)
+        self._pos = 0
+
+    def read(self, size: int = -1) -> bytes:
+        end = len(self._view) if size < 0 else self._pos + size
+        chunk = bytes(self._view[self._pos : end])
+        self._pos += len(chunk)
+        return chunk
+
+
+def write_layer(entries: Iterable[Entry], layout: Layout, compression: Compression) -> Layer:
+    """Writes the layer tar for ``entries`` into ``layout``, reading every source once."""
+    ordered = _with_parents(entries)
+    with layout.writer() as blob, contextlib.ExitStack() as compressor:
+        if compression == "gzip":
+            # filename="" and mtime=0 keep host details out of the gzip header.
+            zipped = gzip.GzipFile(
+                filename="", mode="wb", compresslevel=_GZIP_LEVEL, fileobj=blob, mtime=0
+            )
+            sink = _HashingSink(compressor.enter_context(zipped))
+        else:
+            sink = _HashingSink(blob)
+        with tarfile.open(
+            fileobj=cast(IO[bytes], sink),
+            mode="w|",
+            format=tarfile.PAX_FORMAT,
+            encoding="utf-8",
+        ) as tar:
+            for entry in ordered:
+                _add(tar, entry)
+        compressor.close()  # the gzip trailer must be in the blob before it is committed
+        digest = blob.commit()
+        size = blob.size
+    media_type = OCI_LAYER_GZIP if compression == "gzip" else OCI_LAYER
+    return Layer(Descriptor(media_type, digest, size), Digest(sink.hash.hexdigest()))
+
+
+class StatCache:
+    """Maps a key (a fingerprint of inputs) to a finished layer; one small JSON file per key.
+
+    One file per key means concurrent builds never lose each other's updates.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    @classmethod
+    def default(cls) -> StatCache:
+        return cls(cache_dir() / "layers")
+
+    def get(self, key: str, layout: Layout) -> Layer | None:
+        """The cached layer for ``key`` if its blob is still in ``layout`` with the right size."""
+        try:
+            layer = Layer.from_json(json.loads((self.root / f"{key}.json").read_bytes()))
+        except Exception:  # missing or damaged entry: a miss, never an error
+            return None
+        if not layout.has(layer.descriptor.digest, layer.descriptor.size):
+            return None
+        return layer
+
+    def put(self, key: str, layer: Layer) -> None:
+        # A cache that cannot be written only costs speed next time; never fail the build for it.
+        with contextlib.suppress(OSError):
+            self.root.mkdir(parents=True, exist_ok=True)
+            write_atomic(self.root / f"{key}.json", canonical_json(layer.to_json()))
+
+
+def fingerprint(entries: Iterable[Entry], compression: Compression) -> str:
+    """A key that changes whenever an entry or a source file's stat result changes.
+
+    Size, mtime and ctime (in ns), inode and device together catch edits, replacements and
+    ``touch -d`` tricks without reading the files.
+    """
+    items: list[Any] = []
+    for entry in sorted(entries, key=lambda e: e.name):
+        item: list[Any] = [entry.name, entry.mode, entry.kind, entry.link]
+        if isinstance(entry.source, bytes):
+            item.append(hashlib.sha256(entry.source).hexdigest())
+        elif isinstance(entry.source, Path):
+            try:
+                st = entry.source.stat()
+            except OSError:
+                item.append(None)  # build_layer will report the missing file
+            else:
+                item.append(
+                    [
+                        str(entry.source.absolute()),
+                        st.st_size,
+                        st.st_mtime_ns,
+                        st.st_ctime_ns,
+                        st.st_ino,
+                        st.st_dev,
+                    ]
+                )
+        items.append(item)
+    return hashlib.sha256(canonical_json([_FORMAT_VERSION, compression, items])).hexdigest()
+
+
+def build_layer(
+    entries: Iterable[Entry],
+    layout: Layout,
+    compression: Compression = "gzip",
+    *,
+    stat_cache: StatCache | None = None,
+) -> Layer:
+    """Builds (or finds in the stat cache) the reproducible layer for ``entries``.
+
+    With a ``stat_cache``, unchanged inputs are recognised from their stat results alone and the
+    previously built blob is returned without reading any file.
+    """
+    entries = list(entries)
+    if stat_cache is None:
+        return write_layer(entries, layout, compression)
+    key = fingerprint(entries, compression)
+    cached = stat_cache.get(key, layout)
+    if cached is not None:
+        return cached
+    layer = write_layer(entries, layout, compression)
+    # Only remember the result if nothing changed while it was being read.
+    if fingerprint(entries, compression) == key:
+        stat_cache.put(key, layer)
+    return layer

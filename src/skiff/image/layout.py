@@ -1,0 +1,327 @@
+"""A content-addressed blob store that is also a standard OCI image layout.
+
+The build cache *is* an OCI layout (``blobs/sha256/<hex>``, ``oci-layout``, ``index.json``), so an
+image in it can be exported with links instead of copies, and inspected by ``skopeo``/``umoci``.
+Blobs are written to a temporary file beside their final name, fsynced, then renamed: a crash or an
+error never leaves a partial blob under a digest name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+from skiff.digest import Digest
+from skiff.errors import BuildFailed, InvalidInput
+from skiff.image.oci import (
+    INDEX_TYPES,
+    MANIFEST_TYPES,
+    REF_NAME_ANNOTATION,
+    Descriptor,
+    Index,
+    Manifest,
+)
+
+_CHUNK = 1 << 20
+_LAYOUT_MARKER = b'{"imageLayoutVersion":"1.0.0"}'
+
+
+def cache_dir() -> Path:
+    """Where skiff keeps its build cache: ``$SKIFF_CACHE_DIR``, else ``~/.cache/skiff``."""
+    configured = os.environ.get("SKIFF_CACHE_DIR")
+    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "skiff"
+
+
+def default_layout() -> Layout:
+    """The OCI layout inside the build cache (created on first use)."""
+    return Layout.open(cache_dir() / "oci")
+
+
+def _fsync_dir(path: Path) -> None:
+    # Makes a rename durable; some filesystems refuse to open directories, which is fine.
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replaces ``path`` with ``data`` so that readers see either the old or the new content."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+class BlobWriter:
+    """A file-like sink that hashes what it is given and becomes a blob on ``commit()``.
+
+    Use it as a context manager: leaving the block without committing (an exception) deletes
+    the temporary file, so no partial blob is ever visible.
+    """
+
+    def __init__(self, layout: Layout, expected: Digest | None = None) -> None:
+        self._layout = layout
+        self._expected = expected
+        self._hash = hashlib.sha256()
+        self.size = 0
+        fd, tmp = tempfile.mkstemp(dir=layout.blob_dir, prefix=".ingest-", suffix=".tmp")
+        self._tmp = Path(tmp)
+        self._file: IO[bytes] = os.fdopen(fd, "wb")
+        self._done = False
+
+    def write(self, data: bytes) -> int:
+        self._hash.update(data)
+        self._file.write(data)
+        self.size += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def commit(self) -> Digest:
+        """Finishes the blob; raises BuildFailed if an expected digest was given and differs."""
+        digest = Digest(self._hash.hexdigest())
+        try:
+            if self._expected is not None and digest != self._expected:
+                raise BuildFailed(
+                    f"content does not match its digest: expected {self._expected}, got {digest}",
+                    "the source changed or was corrupted while being read; try again",
+                )
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            # Blobs are immutable; read-only also protects the cache from edits through hardlinks.
+            os.chmod(self._tmp, 0o444)
+            os.replace(self._tmp, self._layout.path(digest))
+            _fsync_dir(self._layout.blob_dir)
+        except BaseException:
+            self.abort()
+            raise
+        self._done = True
+        return digest
+
+    def abort(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        with contextlib.suppress(OSError):
+            self._file.close()
+        with contextlib.suppress(OSError):
+            self._tmp.unlink()
+
+    def __enter__(self) -> BlobWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.abort()  # a no-op after commit()
+
+
+class Layout:
+    """An OCI image layout directory used as a content-addressed store."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.blob_dir = root / "blobs" / "sha256"
+
+    @classmethod
+    def open(cls, root: Path) -> Layout:
+        """Opens ``root`` as a layout, creating an empty one if the folder is new or empty."""
+        root = root.expanduser()
+        if root.exists() and not root.is_dir():
+            raise InvalidInput(f"{root} is not a folder", "choose a folder for the OCI layout")
+        if root.is_dir() and any(root.iterdir()) and not (root / "oci-layout").exists():
+            raise InvalidInput(
+                f"{root} is not an OCI image layout (no oci-layout file) and is not empty",
+                "choose an empty or new folder",
+            )
+        layout = cls(root)
+        try:
+            layout.blob_dir.mkdir(parents=True, exist_ok=True)
+            if not (root / "oci-layout").exists():
+                write_atomic(root / "oci-layout", _LAYOUT_MARKER)
+            if not (root / "index.json").exists():
+                write_atomic(root / "index.json", Index(()).to_bytes())
+        except OSError as exc:
+            raise BuildFailed(
+                f"cannot create the OCI layout at {root}: {exc.strerror}",
+                "check the folder's permissions, or set SKIFF_CACHE_DIR to a writable folder",
+            ) from None
+        return layout
+
+    # -- blobs ---------------------------------------------------------------------------------
+
+    def path(self, digest: Digest) -> Path:
+        return self.blob_dir / digest.hex
+
+    def has(self, digest: Digest, size: int | None = None) -> bool:
+        """True if the blob is present (and, when ``size`` is given, has that size)."""
+        try:
+            st = self.path(digest).stat()
+        except OSError:
+            return False
+        return size is None or st.st_size == size
+
+    def writer(self, expected: Digest | None = None) -> BlobWriter:
+        return BlobWriter(self, expected)
+
+    def ingest(self, chunks: Iterable[bytes], expected: Digest | None = None) -> tuple[Digest, int]:
+        """Streams chunks into a blob while hashing them; memory use does not grow with size."""
+        if expected is not None and self.has(expected):
+            # Already stored: content addressing makes reading the source again pointless.
+            return expected, self.path(expected).stat().st_size
+        with self.writer(expected) as w:
+            for chunk in chunks:
+                w.write(chunk)
+            return w.commit(), w.size
+
+    def write_bytes(self, data: bytes) -> Digest:
+        digest = Digest.of(data)
+        if not self.has(digest, len(data)):
+            self.ingest([data], digest)
+        return digest
+
+    def write_json(self, media_type: str, data: bytes) -> Descriptor:
+        """Stores a manifest/config/index document and returns its descriptor."""
+        return Descriptor(media_type, self.write_bytes(data), len(data))
+
+    def read_bytes(self, digest: Digest) -> bytes:
+        try:
+            return self.path(digest).read_bytes()
+        except FileNotFoundError:
+            raise BuildFailed(f"blob {digest} is missing from {self.root}") from None
+
+    @contextlib.contextmanager
+    def open_blob(self, digest: Digest) -> Iterator[IO[bytes]]:
+        try:
+            f = self.path(digest).open("rb")
+        except FileNotFoundError:
+            raise BuildFailed(f"blob {digest} is missing from {self.root}") from None
+        with f:
+            yield f
+
+    def verify(self, digest: Digest) -> bool:
+        """Re-hashes a blob: False if it is missing or its content no longer matches its name."""
+        h = hashlib.sha256()
+        try:
+            with self.path(digest).open("rb") as f:
+                while chunk := f.read(_CHUNK):
+                    h.update(chunk)
+        except OSError:
+            return False
+        return h.hexdigest() == digest.hex
+
+    # -- index.json ----------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        # Serialises read-modify-write of index.json between concurrent skiff processes.
+        with (self.root / ".lock").open("a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def index(self) -> Index:
+        try:
+            return Index.from_bytes((self.root / "index.json").read_bytes())
+        except FileNotFoundError:
+            return Index(())
+
+    def tag(self, name: str, descriptor: Descriptor) -> None:
+        """Names an image (manifest or index descriptor) in index.json, replacing that name."""
+        tagged = descriptor.with_annotations(**{REF_NAME_ANNOTATION: name})
+        with self._locked():
+            kept = tuple(d for d in self.index().manifests if _name_of(d) != name)
+            write_atomic(self.root / "index.json", Index((*kept, tagged)).to_bytes())
+
+    def resolve(self, name: str) -> Descriptor | None:
+        """The descriptor tagged ``name`` in index.json, or None."""
+        for d in self.index().manifests:
+            if _name_of(d) == name:
+                return d
+        return None
+
+    def closure(self, descriptor: Descriptor) -> list[Descriptor]:
+        """Every blob an image needs: the manifest (or index and its manifests), configs, layers."""
+        out = [descriptor]
+        if descriptor.media_type in INDEX_TYPES:
+            for child in Index.from_bytes(self.read_bytes(descriptor.digest)).manifests:
+                out.extend(self.closure(child))
+        elif descriptor.media_type in MANIFEST_TYPES:
+            manifest = Manifest.from_bytes(self.read_bytes(descriptor.digest))
+            out.append(manifest.config)
+            out.extend(manifest.layers)
+        return out
+
+    def export(self, name: str, dest: Path) -> Descriptor:
+        """Writes the image tagged ``name`` into ``dest`` as a standard OCI layout.
+
+        Only that image's blobs are written, hard-linked when ``dest`` is on the same filesystem
+        (instant, no extra space) and copied otherwise. An existing layout at ``dest`` is added to.
+        """
+        descriptor = self.resolve(name)
+        if descriptor is None:
+            raise InvalidInput(f"no image named {name!r} in {self.root}", "build it first")
+        target = Layout.open(dest)
+        for blob in self.closure(descriptor):
+            src = self.path(blob.digest)
+            if target.has(blob.digest, blob.size):
+                continue
+            if not self.has(blob.digest, blob.size):
+                raise BuildFailed(
+                    f"blob {blob.digest} is missing from the cache {self.root}",
+                    "rebuild the image (the cache was cleaned or damaged)",
+                )
+            _link_or_copy(src, target.path(blob.digest))
+        target.tag(name, _untagged(descriptor))
+        return descriptor
+
+
+def _name_of(descriptor: Descriptor) -> str | None:
+    return (descriptor.annotations or {}).get(REF_NAME_ANNOTATION)
+
+
+def _untagged(descriptor: Descriptor) -> Descriptor:
+    rest = {k: v for k, v in (descriptor.annotations or {}).items() if k != REF_NAME_ANNOTATION}
+    return Descriptor(
+        descriptor.media_type, descriptor.digest, descriptor.size, rest or None, descriptor.platform
+    )
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    tmp = dst.with_name(f".export-{dst.name}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    try:
+        os.link(src, tmp)
+    except OSError:
+        # Another filesystem (EXDEV) or links not allowed: copy, keeping constant memory.
+        shutil.copyfile(src, tmp)
+        os.chmod(tmp, 0o444)
+    os.replace(tmp, dst)
