@@ -237,6 +237,9 @@ def test_tls_registry_verifies_only_with_its_ca(tls_registry: RegistryServer) ->
     with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
         httpx.get(f"{tls_registry.url}/v2/")
 
+    image = push_tiny_image(tls_registry, "team/secure")
+    assert tls_registry.manifests("team/secure") == [image.manifest_digest]
+
 
 def test_tls_combines_with_basic_auth(tmp_path: Path) -> None:
     with RegistryServer(tmp_path, users=USERS, tls=True) as registry:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import ctypes
 import gzip
 import hashlib
 import http.client
@@ -10,6 +11,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -29,6 +31,7 @@ START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
 # Fixed so upload sessions (signed with it) survive `restart()`.
 HTTP_SECRET = "skiff-test-registry-secret"
+PR_SET_PDEATHSIG = 1
 
 
 def free_port() -> int:
@@ -36,6 +39,12 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: if pytest is killed, the registry goes with it (Linux)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class RegistryStartError(RuntimeError):
@@ -164,7 +173,7 @@ class RegistryServer:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=env,
-            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
