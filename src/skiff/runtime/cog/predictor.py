@@ -1,0 +1,96 @@
+"""BasePredictor/BaseRunner and loading a predictor from a ``file.py:Name`` reference."""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import os
+import sys
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+
+class BasePredictor:
+    """Subclass and implement setup() (once, optional) and predict() (per request)."""
+
+    def setup(self) -> None:
+        """Load weights and other slow state once, before any prediction."""
+
+    def predict(self, **kwargs: Any) -> Any:
+        raise NotImplementedError("predict has not been implemented by the predictor")
+
+
+class BaseRunner:
+    """Newer Cog spelling: implement run() instead of predict()."""
+
+    def setup(self) -> None:
+        """Load weights and other slow state once, before any prediction."""
+
+    def run(self, **kwargs: Any) -> Any:
+        raise NotImplementedError("run has not been implemented by the runner")
+
+
+class PredictorLoadError(Exception):
+    """The predictor reference cannot be resolved to a class or function."""
+
+
+@dataclass(frozen=True)
+class PredictorRef:
+    """``predict.py:Predictor`` split into its file and attribute name."""
+
+    path: str
+    name: str
+
+    @classmethod
+    def parse(cls, ref: str) -> PredictorRef:
+        path, sep, name = ref.strip().rpartition(":")
+        if not sep or not path or not name.isidentifier():
+            raise PredictorLoadError(
+                f"invalid predictor reference {ref!r}: expected 'file.py:ClassName'"
+            )
+        return cls(path=path, name=name)
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.name}"
+
+
+def load_module(ref: PredictorRef, cwd: str) -> ModuleType:
+    """Import the predictor's file as a top-level module, with cwd importable (as Cog does)."""
+    file = os.path.join(cwd, ref.path)
+    if not os.path.isfile(file):
+        raise PredictorLoadError(f"predictor file not found: {ref.path}")
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    module_name = os.path.splitext(os.path.basename(ref.path))[0]
+    spec = importlib.util.spec_from_file_location(module_name, file)
+    if spec is None or spec.loader is None:
+        raise PredictorLoadError(f"cannot import {ref.path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_target(ref: PredictorRef, cwd: str) -> Any:
+    """The class or function the reference names (not instantiated, setup not run)."""
+    module = load_module(ref, cwd)
+    target = getattr(module, ref.name, None)
+    if target is None:
+        raise PredictorLoadError(f"{ref.name} not found in {ref.path}")
+    if not (inspect.isclass(target) or inspect.isfunction(target)):
+        raise PredictorLoadError(f"{ref} is neither a class nor a function")
+    return target
+
+
+def predict_method_name(target: Any) -> str:
+    """Which method serves predictions: ``run`` for runners, ``predict`` otherwise."""
+    if inspect.isclass(target):
+        if issubclass(target, BaseRunner) or (
+            hasattr(target, "run") and not hasattr(target, "predict")
+        ):
+            return "run"
+        if not hasattr(target, "predict"):
+            raise PredictorLoadError(f"{target.__name__} has no predict() method")
+        return "predict"
+    return str(target.__name__)

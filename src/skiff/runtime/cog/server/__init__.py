@@ -1,0 +1,1 @@
+"""Cog's HTTP prediction server (``python -m cog.server.http``)."""

@@ -1,0 +1,305 @@
+"""``python -m cog.server.http``: Cog's prediction HTTP API on the standard library.
+
+The socket is listening before the predictor is even imported (health-check says
+STARTING), so the container is reachable at once while setup() loads weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import sys
+import threading
+import traceback
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from .. import __version__, logcapture
+from ..config import predictor_ref
+from ..files import OutputFiles
+from ..introspect import Primitive
+from ..runner import Busy, NotReady, Prediction, Runner, SetupResult, new_prediction_id, now_iso
+from ..schema import build_schema
+from ..validation import InputError, validate_inputs
+from .webhook import EVENTS, WebhookSender
+
+_PREDICTION = re.compile(r"^/predictions/(?P<id>[^/]+)$")
+_CANCEL = re.compile(r"^/predictions/(?P<id>[^/]+)/cancel$")
+_MASK = "**********"
+
+
+class App:
+    """Server state: the runner once loaded, and how setup went."""
+
+    def __init__(
+        self, ref: str, cwd: str, *, max_concurrency: int = 1, upload_url: str | None = None
+    ) -> None:
+        self.ref = ref
+        self.cwd = cwd
+        self.max_concurrency = max_concurrency
+        self.files = OutputFiles(upload_url)
+        self.setup_result = SetupResult()
+        self.runner: Runner | None = None
+        self.schema: dict[str, Any] | None = None
+
+    def boot(self) -> None:
+        """Import the predictor, build its schema, run setup(): in the background."""
+        result = self.setup_result
+        result.started_at = now_iso()
+        with logcapture.capture(result.logs.append):
+            try:
+                runner = Runner.load(
+                    self.ref, self.cwd, max_concurrency=self.max_concurrency, files=self.files
+                )
+                self.schema = build_schema(runner.info)
+            except BaseException:
+                result.logs.append(traceback.format_exc())
+                result.status = "failed"
+                result.completed_at = now_iso()
+                return
+        runner.setup_result = result
+        self.runner = runner
+        runner.setup()
+
+    def health(self) -> str:
+        if self.runner is not None:
+            return self.runner.health()
+        return "SETUP_FAILED" if self.setup_result.status == "failed" else "STARTING"
+
+
+def _masked_input(runner: Runner, raw: Any) -> Any:
+    """The request's input echoed back, with secrets masked."""
+    if not isinstance(raw, dict):
+        return raw
+    masked = dict(raw)
+    for name, spec in runner.info.inputs.items():
+        if spec.type.primitive is Primitive.SECRET and masked.get(name) is not None:
+            masked[name] = (
+                _MASK if not isinstance(masked[name], list) else [_MASK] * len(masked[name])
+            )
+    return masked
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "cog-skiff/" + __version__
+    app: App  # set on a subclass by serve()
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def _send(self, status: int, body: Any) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _read_json(self) -> tuple[Any, list[InputError]]:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length > 0 else b""
+        if not raw.strip():
+            return {}, []
+        try:
+            return json.loads(raw), []
+        except ValueError as e:
+            return None, [
+                InputError(("body", 0), f"JSON decode error: {e}", "value_error.jsondecode")
+            ]
+
+    def log_message(self, format: str, *args: Any) -> None:
+        if not self.path.startswith("/health-check"):
+            super().log_message(format, *args)
+
+    def _not_found(self) -> None:
+        self._send(HTTPStatus.NOT_FOUND, {"detail": "Not Found"})
+
+    # -- routes --------------------------------------------------------------------------------
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path == "/":
+            self._send(HTTPStatus.OK, _index())
+        elif path == "/health-check":
+            self._send(
+                HTTPStatus.OK,
+                {"status": self.app.health(), "setup": self.app.setup_result.to_json()},
+            )
+        elif path == "/openapi.json":
+            if self.app.schema is None:
+                self._send(HTTPStatus.SERVICE_UNAVAILABLE, {"detail": "predictor not loaded"})
+            else:
+                self._send(HTTPStatus.OK, self.app.schema)
+        else:
+            self._not_found()
+
+    def do_POST(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path == "/predictions":
+            self._predict(None)
+        elif match := _CANCEL.match(path):
+            self._cancel(match.group("id"))
+        elif path == "/shutdown":
+            self._send(HTTPStatus.OK, {})
+            threading.Thread(target=self.server.shutdown, daemon=True).start()
+        else:
+            self._not_found()
+
+    def do_PUT(self) -> None:
+        match = _PREDICTION.match(self.path.split("?", 1)[0])
+        if match:
+            self._predict(match.group("id"))
+        else:
+            self._not_found()
+
+    def _cancel(self, prediction_id: str) -> None:
+        self._read_json()  # drain any body so the connection stays usable
+        runner = self.app.runner
+        if runner is None or not runner.cancel(prediction_id):
+            self._not_found()
+        else:
+            self._send(HTTPStatus.OK, {})
+
+    def _predict(self, path_id: str | None) -> None:
+        body, errors = self._read_json()
+        if not errors and not isinstance(body, dict):
+            errors = [InputError(("body",), "value is not a valid dict", "type_error.dict")]
+        if errors:
+            self._send(HTTPStatus.UNPROCESSABLE_ENTITY, {"detail": [e.to_json() for e in errors]})
+            return
+        runner = self.app.runner
+        if runner is None or runner.setup_result.status != "succeeded":
+            self._send(
+                HTTPStatus.SERVICE_UNAVAILABLE,
+                {"detail": f"Server is not ready (status {self.app.health()})"},
+            )
+            return
+        errors = _request_errors(body, path_id)
+        values, input_errors = validate_inputs(runner.info.inputs, body.get("input"))
+        errors += input_errors
+        if errors:
+            self._send(HTTPStatus.UNPROCESSABLE_ENTITY, {"detail": [e.to_json() for e in errors]})
+            return
+        webhook = body.get("webhook") or None
+        prediction = Prediction(
+            id=path_id or body.get("id") or new_prediction_id(),
+            input=_masked_input(runner, body.get("input") or {}),
+            created_at=body.get("created_at") or now_iso(),
+            version=body.get("version"),
+            webhook=webhook,
+            output_file_prefix=body.get("output_file_prefix"),
+        )
+        sender = None
+        if webhook:
+            events = body.get("webhook_events_filter")
+            sender = WebhookSender(webhook, frozenset(EVENTS if events is None else events))
+
+        def on_event(event: str, p: Prediction) -> None:
+            if sender is not None:
+                sender.notify(event, p.to_json())
+
+        try:
+            started = runner.start(prediction, values, on_event)
+        except Busy as e:
+            self._send(HTTPStatus.CONFLICT, {"detail": str(e)})
+            return
+        except NotReady as e:
+            self._send(HTTPStatus.SERVICE_UNAVAILABLE, {"detail": f"Server is not ready ({e})"})
+            return
+        respond_async = "respond-async" in (self.headers.get("Prefer") or "")
+        if started is not prediction or respond_async:
+            self._send(HTTPStatus.ACCEPTED, started.to_json())
+            return
+        started.done.wait()
+        self._send(HTTPStatus.OK, started.to_json())
+
+
+def _request_errors(body: dict[str, Any], path_id: str | None) -> list[InputError]:
+    errors = []
+    if path_id is not None and body.get("id") not in (None, path_id):
+        errors.append(
+            InputError(
+                ("body", "id"), "prediction ID must match the ID supplied in the URL", "value_error"
+            )
+        )
+    events = body.get("webhook_events_filter")
+    if events is not None and (
+        not isinstance(events, list) or any(e not in EVENTS for e in events)
+    ):
+        permitted = ", ".join(repr(e) for e in EVENTS)
+        errors.append(
+            InputError(
+                ("body", "webhook_events_filter"),
+                f"value is not a valid enumeration member; permitted: {permitted}",
+                "type_error.enum",
+            )
+        )
+    webhook = body.get("webhook")
+    if webhook is not None and not (
+        isinstance(webhook, str) and webhook.startswith(("http://", "https://"))
+    ):
+        errors.append(
+            InputError(
+                ("body", "webhook"), "invalid or missing URL scheme", "value_error.url.scheme"
+            )
+        )
+    return errors
+
+
+def _index() -> dict[str, Any]:
+    return {
+        "cog_version": __version__,
+        "docs_url": "/docs",
+        "openapi_url": "/openapi.json",
+        "shutdown_url": "/shutdown",
+        "healthcheck_url": "/health-check",
+        "predictions_url": "/predictions",
+        "predictions_idempotent_url": "/predictions/{prediction_id}",
+        "predictions_cancel_url": "/predictions/{prediction_id}/cancel",
+    }
+
+
+def serve(app: App, host: str, port: int) -> ThreadingHTTPServer:
+    """Bind the server (listening at return); the caller runs serve_forever()."""
+    handler = type("BoundHandler", (Handler,), {"app": app})
+    server = ThreadingHTTPServer((host, port), handler)
+    server.daemon_threads = True
+    return server
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cog.server.http")
+    parser.add_argument("--host", default=os.environ.get("COG_HOST", "0.0.0.0"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "5000")))
+    parser.add_argument("--upload-url", default=os.environ.get("COG_UPLOAD_URL") or None)
+    parser.add_argument(
+        "--max-concurrency", type=int, default=int(os.environ.get("COG_MAX_CONCURRENCY", "1"))
+    )
+    args = parser.parse_args(argv)
+    cwd = os.getcwd()
+    logcapture.install()
+    try:
+        ref = predictor_ref(cwd)
+    except Exception as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    app = App(ref, cwd, max_concurrency=args.max_concurrency, upload_url=args.upload_url)
+    server = serve(app, args.host, args.port)
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+    threading.Thread(target=app.boot, name="cog-setup", daemon=True).start()
+    print(f"serving on http://{args.host}:{server.server_address[1]}", file=sys.stderr, flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
