@@ -406,16 +406,17 @@ def test_helper_with_garbage_output(bin_dir: Path) -> None:
 
 
 def test_failing_helper_reports_its_error_without_secrets(bin_dir: Path) -> None:
-    # Echoes what it was given (the secret, for store) to both streams, then fails.
+    # Quotes what it was given (for store: the secret itself, bare) in its error, then fails.
     script = (
-        '#!/bin/sh\ninput=$(cat)\necho "got $input"\necho "keychain locked: $input" >&2\nexit 3\n'
+        f"#!{sys.executable}\nimport json, sys\ndata = sys.stdin.read()\n"
+        "what = json.loads(data)['Secret'] if sys.argv[1] == 'store' else data\n"
+        "print('keychain locked: ' + what, file=sys.stderr)\nsys.exit(3)\n"
     )
     _install(bin_dir, "failing", script)
     with pytest.raises(CredentialHelperError) as info:
         helper_store("failing", "ghcr.io", "alice", SECRET)
     message = info.value.message
-    assert "docker-credential-failing store failed (exit 3)" in message
-    assert "keychain locked" in message or "withheld" in message
+    assert message == "docker-credential-failing store failed (exit 3): keychain locked: ***"
     assert_no_secret(info.value)
 
     with pytest.raises(CredentialHelperError) as info:
