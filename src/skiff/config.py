@@ -308,7 +308,14 @@ def _read(path: Path, folder: Path) -> str:
 
 def _parse(text: str, path: Path) -> tuple[Any, dict[Loc, int]]:
     """YAML text -> (plain data, line of every field). Keys are checked to be unique strings."""
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as exc:  # control characters; raised before any parsing
+        line = text[: exc.position].count("\n") + 1
+        char = exc.character
+        shown = f"U+{char:04X}" if isinstance(char, int) else repr(char)
+        problem = f"invalid YAML: the control character {shown} is not allowed"
+        raise ConfigError(problem, path=path, line=line) from None
     try:
         root = loader.get_single_node()
         if root is None:  # an empty cog.yaml is valid for Cog: all defaults
@@ -320,7 +327,7 @@ def _parse(text: str, path: Path) -> tuple[Any, dict[Loc, int]]:
     except yaml.MarkedYAMLError as exc:
         raise _yaml_error(exc, path) from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"invalid YAML: {exc}", path=path) from None
+        raise ConfigError(f"invalid YAML: {str(exc).splitlines()[0]}", path=path) from None
     except RecursionError:
         raise ConfigError("invalid YAML: nested too deeply", path=path) from None
     finally:
@@ -332,6 +339,7 @@ def _parse(text: str, path: Path) -> tuple[Any, dict[Loc, int]]:
             line=root.start_mark.line + 1,
             hint="see https://cog.run/yaml for the format",
         )
+    _drop_nulls(data, set())
     for loc in _VERSION_FIELDS:
         _restore_version_text(data, loc, nodes)
     return data, index
@@ -359,7 +367,7 @@ def _index(
             line = key.start_mark.line + 1
             if not isinstance(key, yaml.ScalarNode) or key.tag != "tag:yaml.org,2002:str":
                 raise ConfigError(
-                    f"field names must be plain text, not {_node_text(key)!r}",
+                    f"field names must be plain text, not {_node_text(key)}",
                     path=path,
                     line=line,
                     field=_dotted(loc) or None,
@@ -385,8 +393,24 @@ def _index(
 
 def _node_text(node: yaml.Node) -> str:
     if isinstance(node, yaml.ScalarNode):
-        return str(node.value)
+        return repr(str(node.value))
     return "a list" if isinstance(node, yaml.SequenceNode) else "a mapping"
+
+
+def _drop_nulls(data: dict[Any, Any], seen: set[int]) -> None:
+    """``field:`` with no value means "not set", as in Cog; drop it so the default applies."""
+    if id(data) in seen:
+        return
+    seen.add(id(data))
+    for key, value in list(data.items()):
+        if value is None:
+            del data[key]
+        elif isinstance(value, dict):
+            _drop_nulls(value, seen)
+        elif isinstance(value, list):
+            for item in value:
+                if isinstance(item, dict):
+                    _drop_nulls(item, seen)
 
 
 def _restore_version_text(data: dict[Any, Any], loc: Loc, nodes: dict[Loc, yaml.Node]) -> None:
@@ -403,10 +427,15 @@ def _restore_version_text(data: dict[Any, Any], loc: Loc, nodes: dict[Loc, yaml.
 
 def _yaml_error(exc: yaml.MarkedYAMLError, path: Path) -> ConfigError:
     mark = exc.problem_mark or exc.context_mark
-    problem = exc.problem or exc.context or "unreadable"
+    problem = (exc.problem or exc.context or "unreadable").strip()
     hint = "YAML indents with spaces, not tabs" if "\\t" in problem or "\t" in problem else None
     if exc.context and exc.problem:
-        problem = f"{problem} ({exc.context})"
+        context = exc.context.strip()
+        # "end of stream (while scanning a quoted scalar)": where the scalar began is the news.
+        if exc.context_mark and "end of stream" in problem:
+            mark = exc.context_mark
+            context += " that starts here"
+        problem = f"{problem} ({context})"
     return ConfigError(
         f"invalid YAML: {problem}",
         path=path,
@@ -447,7 +476,7 @@ def _translate(exc: ValidationError, path: Path, index: dict[Loc, int]) -> Confi
 def _one(err: ErrorDetails, path: Path, index: dict[Loc, int]) -> ConfigError:
     loc: Loc = tuple(err["loc"])
     line = _line(loc, index)
-    field = _dotted(loc)
+    field = _dotted(loc) or "cog.yaml"
     kind = err["type"]
     if kind == "extra_forbidden":
         return _unknown_field(loc, path, line)
