@@ -13,7 +13,7 @@ _SHA256 = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 @dataclass(frozen=True, order=True)
 class Digest:
-    """A sha256 content digest. Other algorithms are refused: every registry skiff targets uses sha256."""
+    """A sha256 content digest; other algorithms are refused (every registry here uses sha256)."""
 
     hex: str
 

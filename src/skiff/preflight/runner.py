@@ -1,0 +1,132 @@
+"""Runs the checks in order, timing each, stopping at the first failure that makes the rest
+meaningless, and lets platform plugins sharpen the message of a failure."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from skiff.errors import SkiffError
+from skiff.preflight.builtin import builtin_checks
+from skiff.preflight.check import (
+    Check,
+    CheckFailed,
+    CheckResult,
+    CheckSkipped,
+    Context,
+    Platform,
+    Severity,
+    Status,
+)
+from skiff.preflight.plugins import load_extensions
+from skiff.registry.transport import TransportOptions
+
+
+@dataclass
+class Report:
+    """The outcome of a preflight: every check's result, in order."""
+
+    reference: str
+    results: list[CheckResult] = field(default_factory=list)
+    elapsed_ms: float = 0.0
+    tag_exists: bool | None = None
+
+    @property
+    def ok(self) -> bool:
+        return all(r.status is not Status.FAILED for r in self.results)
+
+    @property
+    def failure(self) -> CheckResult | None:
+        return next((r for r in self.results if r.status is Status.FAILED), None)
+
+    def to_json(self) -> dict[str, Any]:
+        failure = self.failure
+        return {
+            "reference": self.reference,
+            "ok": self.ok,
+            "elapsed_ms": round(self.elapsed_ms, 1),
+            "checks": [r.to_json() for r in self.results],
+            "error": failure.message if failure else None,
+            "hint": failure.hint if failure else None,
+        }
+
+
+
+def run_preflight(
+    text: str,
+    *,
+    model_dir: Path | None = None,
+    options: TransportOptions | None = None,
+    extra_checks: Sequence[Check] = (),
+    platforms: Sequence[Platform] | None = None,
+    on_result: Callable[[CheckResult], None] | None = None,
+) -> Report:
+    """Check that ``text`` names a destination skiff can push to, changing nothing there."""
+    context = Context(text=text, options=options or TransportOptions.from_env(),
+                      model_dir=model_dir)
+    general, known_platforms = load_extensions() if platforms is None else ([], list(platforms))
+    report = Report(reference=text)
+    start = time.perf_counter()
+    checks: list[Check] = [*builtin_checks()]
+    pending_platform_checks = True
+    failed = False
+    try:
+        index = 0
+        while index < len(checks):
+            check = checks[index]
+            index += 1
+            if failed:
+                result = CheckResult(check.name, Status.SKIPPED, "not run: an earlier check failed")
+            else:
+                result = _run_one(check, context)
+                failed = result.status is Status.FAILED
+            if result.status is Status.FAILED and context.reference is not None:
+                for platform in known_platforms:
+                    if platform.matches(context.reference):
+                        result = platform.refine(context, result)
+            report.results.append(result)
+            if on_result is not None:
+                on_result(result)
+            if index == len(checks) and pending_platform_checks:
+                # After the built-ins: the platform's own checks, then general extensions.
+                pending_platform_checks = False
+                if context.reference is not None:
+                    for platform in known_platforms:
+                        if platform.matches(context.reference):
+                            checks.extend(platform.checks())
+                checks.extend(general)
+                checks.extend(extra_checks)
+    finally:
+        context.close()
+    report.elapsed_ms = (time.perf_counter() - start) * 1000
+    tag = context.facts.get("tag_exists")
+    report.tag_exists = tag if isinstance(tag, bool) else None
+    if context.reference is not None:
+        report.reference = str(context.reference)
+    return report
+
+
+def _run_one(check: Check, context: Context) -> CheckResult:
+    start = time.perf_counter()
+
+    def elapsed() -> float:
+        return (time.perf_counter() - start) * 1000
+
+    try:
+        message = check.run(context)
+    except CheckSkipped as exc:
+        return CheckResult(check.name, Status.SKIPPED, exc.message, elapsed_ms=elapsed())
+    except CheckFailed as exc:
+        return CheckResult(check.name, Status.FAILED, exc.message, exc.hint, elapsed(),
+                           exc.severity)
+    except SkiffError as exc:
+        return CheckResult(check.name, Status.FAILED, exc.message, exc.hint, elapsed())
+    return CheckResult(check.name, Status.OK, message, elapsed_ms=elapsed())
+
+
+def failure_severity(report: Report) -> Severity | None:
+    failure = report.failure
+    return failure.severity if failure else None

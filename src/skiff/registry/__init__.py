@@ -1,0 +1,1 @@
+"""The OCI distribution client: transport, auth flow, and the registry API for one repository."""

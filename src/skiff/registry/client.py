@@ -1,0 +1,410 @@
+"""An OCI distribution client for one repository: ping, manifests, blobs, upload sessions.
+
+``RegistryClient`` owns one httpx client whose transport retries what is safe and whose auth flow
+(``RegistryAuth``) handles Basic and Bearer; every method returns values or raises a typed
+``RegistryError`` naming the host.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from skiff.auth.credentials import ANONYMOUS, Credentials
+from skiff.digest import Digest
+from skiff.errors import InvalidInput
+from skiff.reference import Repository
+from skiff.registry.auth import RegistryAuth
+from skiff.registry.challenge import Challenge, parse_challenges
+from skiff.registry.errors import (
+    Denied,
+    NotFound,
+    ProtocolError,
+    RegistryError,
+    ServerError,
+    Unauthorized,
+)
+from skiff.registry.transport import (
+    USER_AGENT,
+    RetryTransport,
+    TransportOptions,
+    ssl_context,
+    translate,
+)
+
+MANIFEST_TYPES = (
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+)
+
+
+@dataclass(frozen=True)
+class Ping:
+    """What ``GET /v2/`` said: where the API lives and how it wants to be authenticated."""
+
+    base_url: str
+    status: int
+    challenges: tuple[Challenge, ...]
+
+
+@dataclass(frozen=True)
+class RemoteManifest:
+    digest: Digest | None
+    media_type: str
+    size: int | None
+
+
+@dataclass(frozen=True)
+class UploadSession:
+    """An open blob upload; ``location`` is absolute and carries the registry's session state."""
+
+    location: str
+
+
+@dataclass(frozen=True)
+class RegistryErrorDetail:
+    code: str
+    message: str
+
+
+class RegistryClient:
+    """Talks to the registry that holds ``repository``, with the permissions ``actions`` need."""
+
+    def __init__(
+        self,
+        repository: Repository,
+        credentials: Credentials = ANONYMOUS,
+        *,
+        actions: Sequence[str] = ("push", "pull"),
+        options: TransportOptions | None = None,
+    ) -> None:
+        self.repository = repository
+        self.host = repository.api_host
+        self.options = options or TransportOptions.from_env()
+        self.credentials = credentials
+        # No actions: a registry-wide client (login), whose tokens carry no repository scope.
+        scopes = [repository.scope(*actions)] if actions else []
+        self.auth = RegistryAuth(self.host, credentials, scopes)
+        context = ssl_context(self.host, self.options)
+        transport = RetryTransport(httpx.HTTPTransport(verify=context, retries=0), self.options)
+        self._http = httpx.Client(
+            transport=transport,
+            auth=self.auth,
+            timeout=httpx.Timeout(self.options.read_timeout, connect=self.options.connect_timeout),
+            follow_redirects=True,
+            max_redirects=8,
+            headers={"User-Agent": USER_AGENT, **self.options.extra_headers},
+        )
+        self._base: str | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        if self._base is None:
+            self.ping()
+        assert self._base is not None
+        return self._base
+
+    def url(self, path: str) -> str:
+        return f"{self.base_url}/v2/{self.repository.path}/{path}"
+
+    def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        what: str,
+        scopes: Sequence[str] = (),
+        stream: bool = False,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        """Send one request through auth and retries; transport failures become RegistryErrors."""
+        extensions = {"skiff_scopes": tuple(scopes)} if scopes else None
+        try:
+            request = self._http.build_request(method, url, extensions=extensions, **kwargs)
+            return self._http.send(request, stream=stream)
+        except httpx.HTTPError as exc:
+            raise translate(exc, self.host, self.options) from None
+        except httpx.InvalidURL as exc:
+            raise ProtocolError(f"{self.host} sent an invalid URL while {what}: {exc}") from None
+
+    # -- the API -----------------------------------------------------------------------------
+
+    def ping(self) -> Ping:
+        """Find the API (HTTPS, or plain HTTP where allowed) and read its auth challenge."""
+        response = self._probe()
+        challenges: tuple[Challenge, ...] = ()
+        if response.status_code == 401:
+            header = response.headers.get("www-authenticate")
+            if not header:
+                raise ProtocolError(
+                    f"{self.host} answered 401 without saying how to authenticate "
+                    "(no WWW-Authenticate header)",
+                    "the registry or a proxy in front of it is misconfigured",
+                )
+            challenges = tuple(parse_challenges(header))
+            if not any(c.scheme in ("basic", "bearer") for c in challenges):
+                schemes = ", ".join(c.scheme for c in challenges)
+                raise ProtocolError(
+                    f"{self.host} asks for an authentication scheme skiff does not speak: {schemes}"
+                )
+            self.auth.challenge = next(
+                c for c in challenges if c.scheme in ("bearer", "basic")
+            )
+        elif response.status_code == 404:
+            raise ProtocolError(
+                f"{self.host} does not serve the registry API (GET /v2/ answered 404)",
+                "check the host name: it should be the registry, not a web site",
+                status=404,
+            )
+        elif response.status_code >= 500:
+            raise ServerError(
+                f"{self.host} is failing (GET /v2/ answered HTTP {response.status_code})",
+                "the registry has an internal problem; try again later",
+                status=response.status_code,
+            )
+        elif response.status_code != 200:
+            raise ProtocolError(
+                f"{self.host} answered GET /v2/ with HTTP {response.status_code}, "
+                "not 200 or 401",
+                "check that the host is an OCI registry",
+                status=response.status_code,
+            )
+        assert self._base is not None
+        return Ping(self._base, response.status_code, challenges)
+
+    def _probe(self) -> httpx.Response:
+        https = f"https://{self.host}"
+        if self.options.allows_plain_http(self.host):
+            try:
+                response = self._get_unauthenticated(f"{https}/v2/")
+            except httpx.ConnectError as exc:
+                if not _speaks_plain_http(exc):
+                    raise translate(exc, self.host, self.options) from None
+                self._base = f"http://{self.host}"
+                return self._raw_ping()
+            except httpx.HTTPError as exc:
+                raise translate(exc, self.host, self.options) from None
+            self._base = https
+            return response
+        self._base = https
+        return self._raw_ping()
+
+    def _raw_ping(self) -> httpx.Response:
+        try:
+            return self._get_unauthenticated(f"{self._base}/v2/")
+        except httpx.HTTPError as exc:
+            raise translate(exc, self.host, self.options) from None
+
+    def _get_unauthenticated(self, url: str) -> httpx.Response:
+        response = self._http.get(url, auth=None)
+        response.read()
+        return response
+
+    def head_manifest(self, identifier: str) -> RemoteManifest | None:
+        """The manifest's digest and type if ``identifier`` (tag or digest) exists, else None."""
+        what = f"looking up {self.repository.path}:{identifier}"
+        response = self.send(
+            "HEAD",
+            self.url(f"manifests/{identifier}"),
+            what=what,
+            headers={"Accept": ", ".join(MANIFEST_TYPES)},
+        )
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise self.error(response, what)
+        return RemoteManifest(
+            _digest_header(response),
+            response.headers.get("content-type", ""),
+            _int_header(response, "content-length"),
+        )
+
+    def get_manifest(
+        self, identifier: str, accept: Sequence[str] = MANIFEST_TYPES
+    ) -> tuple[bytes, str]:
+        """The manifest bytes and media type; NotFound if it does not exist."""
+        what = f"reading manifest {self.repository.path}:{identifier}"
+        response = self.send(
+            "GET", self.url(f"manifests/{identifier}"), what=what,
+            headers={"Accept": ", ".join(accept)},
+        )
+        if response.status_code != 200:
+            raise self.error(response, what)
+        return response.content, response.headers.get("content-type", "").split(";")[0].strip()
+
+    def put_manifest(self, identifier: str, body: bytes, media_type: str) -> Digest:
+        what = f"writing manifest {self.repository.path}:{identifier}"
+        response = self.send(
+            "PUT", self.url(f"manifests/{identifier}"), what=what, content=body,
+            headers={"Content-Type": media_type},
+        )
+        if response.status_code not in (200, 201, 202):
+            raise self.error(response, what)
+        return _digest_header(response) or Digest.of(body)
+
+    def head_blob(self, digest: Digest) -> int | None:
+        """The blob's size if the repository has it, else None."""
+        what = f"looking up blob {digest}"
+        response = self.send("HEAD", self.url(f"blobs/{digest}"), what=what)
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise self.error(response, what)
+        return _int_header(response, "content-length") or 0
+
+    @contextmanager
+    def get_blob(self, digest: Digest) -> Iterator[httpx.Response]:
+        """A streamed blob download (follow redirects to storage); the caller reads the body."""
+        what = f"downloading blob {digest}"
+        response = self.send("GET", self.url(f"blobs/{digest}"), what=what, stream=True)
+        try:
+            if response.status_code != 200:
+                response.read()
+                raise self.error(response, what)
+            yield response
+        finally:
+            response.close()
+
+    def start_upload(
+        self, mount: Digest | None = None, from_repository: str | None = None
+    ) -> UploadSession | None:
+        """Open an upload session; with ``mount``, try a cross-repository mount first.
+
+        Returns None when the mount succeeded (the blob is now in this repository), else the
+        session to upload into (registries that cannot mount open a normal session instead).
+        """
+        params: dict[str, str] = {}
+        scopes: tuple[str, ...] = ()
+        if mount is not None and from_repository:
+            params = {"mount": str(mount), "from": from_repository}
+            scopes = (f"repository:{from_repository}:pull",)
+        what = f"starting an upload to {self.repository.path}"
+        response = self.send(
+            "POST", self.url("blobs/uploads/"), what=what, params=params, scopes=scopes,
+            headers={"Content-Length": "0"},
+        )
+        if response.status_code == 201 and mount is not None:
+            return None
+        if response.status_code != 202:
+            raise self.error(response, what)
+        location = response.headers.get("location")
+        if not location:
+            raise ProtocolError(
+                f"{self.host} opened an upload session without a Location header",
+                status=response.status_code,
+            )
+        return UploadSession(self._absolute(location))
+
+    def cancel_upload(self, session: UploadSession, scopes: Sequence[str] = ()) -> bool:
+        """Best effort: registries may refuse (GHCR: 405) and sessions expire anyway.
+
+        ``scopes`` may add e.g. the ``delete`` action that the reference registry wants.
+        """
+        try:
+            response = self.send(
+                "DELETE", session.location, what="cancelling an upload", scopes=scopes
+            )
+        except RegistryError:
+            return False
+        return response.status_code in (200, 202, 204)
+
+    # -- errors ------------------------------------------------------------------------------
+
+    def error(self, response: httpx.Response, what: str) -> RegistryError:
+        """A typed error for an unexpected answer, in the registry's own words when it gave any."""
+        details = parse_error_body(response)
+        said = "; ".join(
+            f"{d.code}: {d.message}" if d.message else d.code for d in details
+        )
+        status = response.status_code
+        code = details[0].code if details else None
+        suffix = f" ({said})" if said else ""
+        base = f"{self.host} refused {what}: HTTP {status}{suffix}"
+        if status == 401:
+            header = response.headers.get("www-authenticate", "")
+            if "insufficient_scope" in header and not self.credentials.anonymous:
+                return Denied(base, status=status, code=code or "insufficient_scope")
+            return Unauthorized(base, status=status, code=code)
+        if status == 403:
+            return Denied(base, status=status, code=code)
+        if status == 404:
+            return NotFound(base, status=status, code=code)
+        if status >= 500:
+            return ServerError(base, status=status, code=code)
+        return ProtocolError(base, status=status, code=code)
+
+    def _absolute(self, location: str) -> str:
+        try:
+            return str(httpx.URL(self.base_url).join(location))
+        except (httpx.InvalidURL, ValueError) as exc:
+            raise ProtocolError(f"{self.host} sent an invalid upload location: {exc}") from None
+
+
+def parse_error_body(response: httpx.Response) -> list[RegistryErrorDetail]:
+    """The OCI ``{"errors": [{"code", "message"}]}`` body, tolerating anything else."""
+    try:
+        body = json.loads(response.content or b"null")
+    except (ValueError, UnicodeDecodeError):
+        return []
+    errors = body.get("errors") if isinstance(body, dict) else None
+    if not isinstance(errors, list):
+        return []
+    out = []
+    for item in errors[:5]:
+        if isinstance(item, dict) and isinstance(item.get("code"), str):
+            message = item.get("message")
+            out.append(
+                RegistryErrorDetail(item["code"], message if isinstance(message, str) else "")
+            )
+    return out
+
+
+def _speaks_plain_http(exc: httpx.ConnectError) -> bool:
+    """True when an HTTPS attempt failed because the server answered in plain HTTP."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return False
+        if isinstance(cause, ssl.SSLError):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    text = str(exc).lower()
+    return "wrong version number" in text or "record layer failure" in text
+
+
+def _digest_header(response: httpx.Response) -> Digest | None:
+    value = response.headers.get("docker-content-digest")
+    if not value:
+        return None
+    try:
+        return Digest.parse(value)
+    except InvalidInput:
+        return None
+
+
+def _int_header(response: httpx.Response, name: str) -> int | None:
+    try:
+        return int(response.headers.get(name, ""))
+    except ValueError:
+        return None

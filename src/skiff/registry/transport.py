@@ -1,0 +1,222 @@
+"""How skiff reaches a registry: TLS trust, plain-HTTP policy, timeouts, retries, error translation.
+
+The push logic never sees sockets or SSL errors: this module turns them into typed
+``RegistryError``s that name the host, and a ``RetryTransport`` retries what is safe to retry.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import os
+import socket
+import ssl
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from skiff import __version__
+from skiff.reference import is_loopback_host
+from skiff.registry.errors import ProtocolError, RegistryError, TLSFailure, Unreachable
+
+USER_AGENT = f"skiff/{__version__}"
+DEFAULT_CERTS_DIR = Path("/etc/docker/certs.d")
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class TransportOptions:
+    """Settings that shape every connection; ``from_env`` reads the documented variables."""
+
+    insecure_hosts: frozenset[str] = frozenset()
+    certs_dir: Path = DEFAULT_CERTS_DIR
+    ca_file: Path | None = None
+    connect_timeout: float = 2.5
+    read_timeout: float = 30.0
+    attempts: int = 3  # total tries of a retryable request
+    backoff: float = 0.25  # first retry delay in seconds, doubled each time
+    max_retry_delay: float = 10.0
+    extra_headers: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> TransportOptions:
+        hosts = frozenset(
+            h.strip().lower()
+            for h in os.environ.get("SKIFF_INSECURE_REGISTRIES", "").split(",")
+            if h.strip()
+        )
+        ca = os.environ.get("SSL_CERT_FILE")
+        base = cls(insecure_hosts=hosts, ca_file=Path(ca) if ca else None)
+        return _replace(base, overrides)
+
+    def is_insecure(self, host: str) -> bool:
+        """True if the user allowed plain HTTP and unverified TLS for this host."""
+        return host.lower() in self.insecure_hosts
+
+    def allows_plain_http(self, host: str) -> bool:
+        return is_loopback_host(host) or self.is_insecure(host)
+
+
+def _replace(options: TransportOptions, overrides: dict[str, object]) -> TransportOptions:
+    from dataclasses import replace
+
+    return replace(options, **overrides)  # type: ignore[arg-type]
+
+
+def ssl_context(host: str, options: TransportOptions) -> ssl.SSLContext:
+    """The trust for one host: the system store (or SSL_CERT_FILE) plus Docker's certs.d for it."""
+    if options.is_insecure(host):
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    if options.ca_file is not None:
+        context = ssl.create_default_context(cafile=str(options.ca_file))
+    else:
+        context = ssl.create_default_context()
+    host_dir = options.certs_dir / host
+    if host_dir.is_dir():
+        for ca in sorted(host_dir.glob("*.crt")):
+            context.load_verify_locations(cafile=str(ca))
+    return context
+
+
+def trust_hint(host: str, options: TransportOptions) -> str:
+    return (
+        f"if {host} uses a private CA, save the CA certificate as "
+        f"{options.certs_dir / host / 'ca.crt'} or point SSL_CERT_FILE at it"
+    )
+
+
+class RetryTransport(httpx.BaseTransport):
+    """Retries connection failures and 408/429/5xx answers, honouring Retry-After.
+
+    Only requests whose body can be sent again are retried (no body, or bytes in memory); a
+    streamed upload is retried by the upload logic, which knows how to resume it.
+    """
+
+    def __init__(self, inner: httpx.BaseTransport, options: TransportOptions) -> None:
+        self.inner = inner
+        self.options = options
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        replayable = isinstance(request.stream, httpx.ByteStream)
+        attempts = self.options.attempts if replayable else 1
+        delay = self.options.backoff
+        for attempt in range(1, attempts + 1):
+            last = attempt == attempts
+            try:
+                response = self.inner.handle_request(request)
+            except (httpx.ConnectError, httpx.ReadError, httpx.WriteError,
+                    httpx.RemoteProtocolError) as exc:
+                if last or _is_permanent(exc):
+                    raise
+                time.sleep(delay)
+                delay *= 2
+                continue
+            if response.status_code in RETRY_STATUSES and not last:
+                wait = _retry_after(response) or delay
+                if wait > self.options.max_retry_delay:
+                    return response
+                response.close()
+                time.sleep(wait)
+                delay *= 2
+                continue
+            return response
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def _is_permanent(exc: Exception) -> bool:
+    """Failures a retry cannot fix: refused connections, unknown hosts, TLS trust."""
+    for cause in _causes(exc):
+        if isinstance(cause, ssl.SSLError | socket.gaierror | ConnectionRefusedError):
+            return True
+    text = str(exc).lower()
+    return "connection refused" in text or "name or service not known" in text
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _causes(exc: BaseException) -> Iterable[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def translate(exc: httpx.HTTPError, host: str, options: TransportOptions) -> RegistryError:
+    """Turn an httpx failure into a RegistryError that names the host and says what to do."""
+    for cause in _causes(exc):
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            reason = cause.verify_message or str(cause)
+            return TLSFailure(
+                f"TLS certificate of {host} not trusted: {reason}",
+                trust_hint(host, options),
+            )
+        if isinstance(cause, ssl.SSLError):
+            return TLSFailure(
+                f"TLS handshake with {host} failed: {cause.reason or cause}",
+                f"check that {host} serves HTTPS on that port",
+            )
+        if isinstance(cause, socket.gaierror):
+            name = host.rsplit(":", 1)[0] if not host.startswith("[") else host
+            return Unreachable(
+                f"cannot resolve host {name}",
+                "check the registry host name for typos, and your DNS or network connection",
+            )
+        if isinstance(cause, ConnectionRefusedError):
+            return Unreachable(
+                f"connection to {_host_port(host)} refused",
+                "is the registry running, and is the port right?",
+            )
+    if isinstance(exc, httpx.ConnectTimeout):
+        return Unreachable(
+            f"no answer from {_host_port(host)} within {options.connect_timeout:g} s",
+            "check the host and port, and any firewall or proxy in between",
+        )
+    if isinstance(exc, httpx.TimeoutException):
+        return Unreachable(
+            f"{host} stopped answering (timed out)",
+            "the registry may be overloaded; try again",
+        )
+    if isinstance(exc, httpx.TooManyRedirects):
+        return ProtocolError(
+            f"{host} redirected too many times (a redirect loop)",
+            "the registry or a proxy in front of it is misconfigured",
+        )
+    if isinstance(exc, httpx.RemoteProtocolError | httpx.DecodingError):
+        return ProtocolError(f"{host} broke the HTTP protocol: {exc}")
+    text = str(exc).lower()
+    if "connection refused" in text:
+        return Unreachable(
+            f"connection to {_host_port(host)} refused",
+            "is the registry running, and is the port right?",
+        )
+    return Unreachable(f"cannot talk to {_host_port(host)}: {exc or type(exc).__name__}")
+
+
+def _host_port(host: str) -> str:
+    """``HOST:PORT`` with the port made explicit, as users need it to debug a connection."""
+    if host.endswith("]") or ":" not in host.rsplit("]", 1)[-1]:
+        return f"{host}:443"
+    return host
