@@ -1,0 +1,283 @@
+"""Python dependencies for the target platform, installed by uv into a layer.
+
+uv installs wheels for another platform and Python version than the host's
+(``--python-platform``/``--python-version``), so no container or emulator is needed. Only wheels
+are accepted by default (``--only-binary :all:``): building an sdist runs on the *host* and can
+produce a binary for the wrong platform without any error, which is worse than a clear failure.
+
+The packages land in ``/opt/skiff/site-packages`` (the builder puts it on ``PYTHONPATH`` and its
+``bin`` on ``PATH``). uv writes console scripts with the host interpreter in their ``#!`` line;
+those are rewritten to ``#!/usr/bin/env python3`` (and RECORD updated) so the layer works in the
+image and is the same on every machine. The finished layer is cached by (requirements, Python
+version, platform, uv version): unchanged requirements are not resolved or downloaded again.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import io
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib.util import find_spec
+from pathlib import Path
+
+from skiff.errors import BuildFailed, InvalidInput
+from skiff.image.layers import Entry, Layer, StatCache, build_layer
+from skiff.image.layout import Layout
+from skiff.image.oci import Platform, canonical_json
+from skiff.image.sourcetree import file_mode
+
+SITE_PACKAGES = "/opt/skiff/site-packages"
+SCRIPT_SHEBANG = b"#!/usr/bin/env python3"
+
+# glibc 2.28 (2018) covers every maintained base image, and accepts manylinux2014 wheels too.
+_PLATFORM_TAGS = {"amd64": "x86_64-manylinux_2_28", "arm64": "aarch64-manylinux_2_28"}
+_PYTHON_VERSION = re.compile(r"^3\.\d{1,2}$")
+# Requirement lines whose meaning depends on other files: their text is not a complete cache key.
+_UNCACHEABLE = re.compile(r"^(-r|-c|-e|--requirement|--constraint|--editable|\.|/|file:)")
+_STDERR_TAIL = 20
+
+
+@dataclass(frozen=True)
+class Requirements:
+    """Requirement lines (``pip`` syntax), from cog.yaml's list or a requirements file."""
+
+    lines: tuple[str, ...]
+    base_dir: Path | None = None  # where relative paths in the lines are resolved
+
+    @classmethod
+    def of(cls, requirements: Sequence[str] | Path) -> Requirements:
+        if isinstance(requirements, Path):
+            try:
+                text = requirements.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise InvalidInput(
+                    f"cannot read the requirements file {requirements}: {exc.strerror}",
+                    "check python_requirements in cog.yaml",
+                ) from None
+            return cls(tuple(text.splitlines()), requirements.parent)
+        return cls(tuple(requirements))
+
+    @property
+    def significant(self) -> tuple[str, ...]:
+        """The lines without comments and blanks, sorted (order does not change the install)."""
+        out = []
+        for line in self.lines:
+            stripped = re.sub(r"(^|\s)#.*$", "", line).strip()
+            if stripped:
+                out.append(stripped)
+        return tuple(sorted(out))
+
+    @property
+    def cacheable(self) -> bool:
+        return not any(_UNCACHEABLE.match(line) for line in self.significant)
+
+
+def uv_command() -> list[str]:
+    """How to run uv: ``uv`` on PATH, else the ``uv`` Python package of this interpreter."""
+    found = shutil.which("uv")
+    if found:
+        return [found]
+    if find_spec("uv") is not None:
+        return [sys.executable, "-m", "uv"]
+    raise BuildFailed(
+        "uv is needed to install the model's Python packages, and it was not found",
+        "install it (pip install uv, or see https://docs.astral.sh/uv/) and try again",
+    )
+
+
+def uv_version(uv: Sequence[str]) -> str:
+    try:
+        done = subprocess.run([*uv, "--version"], capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise BuildFailed(f"cannot run uv ({' '.join(uv)}): {exc}") from None
+    return done.stdout.strip()
+
+
+def python_platform(platform: Platform) -> str:
+    """uv's ``--python-platform`` value for an image platform."""
+    if platform.os != "linux" or platform.architecture not in _PLATFORM_TAGS:
+        raise InvalidInput(
+            f"cannot install Python packages for {platform}",
+            "supported platforms: linux/amd64, linux/arm64",
+        )
+    return _PLATFORM_TAGS[platform.architecture]
+
+
+def _check_python_version(version: str) -> None:
+    if not _PYTHON_VERSION.match(version):
+        raise InvalidInput(
+            f"invalid Python version {version!r}", "write it as MAJOR.MINOR, e.g. 3.11"
+        )
+
+
+def _stderr_tail(text: str) -> str:
+    return "\n".join(text.strip().splitlines()[-_STDERR_TAIL:])
+
+
+def install_python_deps(
+    requirements: Sequence[str] | Path | Requirements,
+    python_version: str,
+    platform: Platform,
+    target_dir: Path,
+    *,
+    binary_only: bool = True,
+) -> list[Entry]:
+    """Installs the requirements into ``target_dir`` for the target platform; returns its entries.
+
+    The entries place ``target_dir``'s content at ``SITE_PACKAGES`` in the image.
+    """
+    reqs = requirements if isinstance(requirements, Requirements) else Requirements.of(requirements)
+    _check_python_version(python_version)
+    uv = uv_command()
+    target_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="skiff-req-") as tmp:
+        # The file sits where relative paths in it were written to be resolved from.
+        req_dir = reqs.base_dir or Path(tmp)
+        fd, req_file = tempfile.mkstemp(dir=req_dir, prefix=".skiff-requirements-", suffix=".txt")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write("\n".join(reqs.lines) + "\n")
+            args = [
+                *uv,
+                "pip",
+                "install",
+                "--target",
+                str(target_dir),
+                "--python",
+                sys.executable,  # only to satisfy uv; the platform flags below decide
+                "--python-platform",
+                python_platform(platform),
+                "--python-version",
+                python_version,
+                *(["--only-binary", ":all:"] if binary_only else []),
+                "--no-progress",
+                "-r",
+                req_file,
+            ]
+            done = subprocess.run(args, capture_output=True, text=True)
+        finally:
+            os.unlink(req_file)
+    if done.returncode != 0:
+        advice = "check the package names and versions in cog.yaml" + (
+            f"; every package needs a wheel for {platform} and Python {python_version}"
+            " (sdists are not built, as they would be built for this machine's platform)"
+            if binary_only
+            else ""
+        )
+        raise BuildFailed(
+            f"uv could not install the Python packages for {platform}, Python {python_version}",
+            f"{_stderr_tail(done.stderr)}\n{advice}",
+        )
+    _fix_scripts(target_dir)
+    return site_entries(target_dir)
+
+
+def _record_hash(data: bytes) -> str:
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    return f"sha256={digest}"
+
+
+def _fix_scripts(target_dir: Path) -> None:
+    """Points console scripts at the image's python3, and keeps RECORD files truthful."""
+    bin_dir = target_dir / "bin"
+    if not bin_dir.is_dir():
+        return
+    fixed: dict[str, bytes] = {}
+    for script in sorted(bin_dir.iterdir()):
+        if script.is_symlink() or not script.is_file():
+            continue
+        data = script.read_bytes()
+        first, sep, rest = data.partition(b"\n")
+        if first.startswith(b"#!") and b"python" in first and first != SCRIPT_SHEBANG:
+            data = SCRIPT_SHEBANG + sep + rest
+            script.write_bytes(data)
+            fixed[f"bin/{script.name}"] = data
+    if not fixed:
+        return
+    for record in target_dir.glob("*.dist-info/RECORD"):
+        rows = list(csv.reader(io.StringIO(record.read_text(encoding="utf-8"))))
+        changed = False
+        for row in rows:
+            if row and row[0] in fixed:
+                row[1:3] = [_record_hash(fixed[row[0]]), str(len(fixed[row[0]]))]
+                changed = True
+        if changed:
+            out = io.StringIO()
+            csv.writer(out, lineterminator="\n").writerows(rows)
+            record.write_text(out.getvalue(), encoding="utf-8")
+
+
+def site_entries(target_dir: Path, image_dir: str = SITE_PACKAGES) -> list[Entry]:
+    """Layer entries for an installed tree (uv's lock file and bytecode caches left out)."""
+    entries: list[Entry] = []
+    root = Path(os.path.realpath(target_dir))
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+        rel_dir = os.path.relpath(dirpath, root)
+        for name in sorted(filenames + [d for d in dirnames if os.path.islink(Path(dirpath, d))]):
+            rel = name if rel_dir == "." else f"{rel_dir}/{name}"
+            if rel == ".lock":
+                continue
+            full = Path(dirpath, name)
+            dest = f"{image_dir}/{rel}"
+            if full.is_symlink():
+                # A link out of the tree would dangle in the image: left out.
+                resolved = Path(os.path.realpath(full))
+                if resolved == root or root in resolved.parents:
+                    entries.append(Entry.symlink(dest, os.path.relpath(resolved, full.parent)))
+            elif full.is_file():
+                entries.append(Entry.file(dest, full, file_mode(full.stat().st_mode)))
+    return entries
+
+
+def python_deps_layer(
+    requirements: Sequence[str] | Path,
+    python_version: str,
+    platform: Platform,
+    layout: Layout,
+    *,
+    stat_cache: StatCache | None = None,
+    binary_only: bool = True,
+) -> Layer | None:
+    """The layer of installed requirements (None if there are none), built once per inputs."""
+    reqs = Requirements.of(requirements)
+    if not reqs.significant:
+        return None
+    _check_python_version(python_version)
+    key = None
+    if stat_cache is not None and reqs.cacheable:
+        key = (
+            "pydeps-"
+            + hashlib.sha256(
+                canonical_json(
+                    [
+                        1,
+                        list(reqs.significant),
+                        python_version,
+                        str(platform),
+                        uv_version(uv_command()),
+                        binary_only,
+                    ]
+                )
+            ).hexdigest()
+        )
+        cached = stat_cache.get(key, layout)
+        if cached is not None:
+            return cached
+    with tempfile.TemporaryDirectory(prefix="skiff-deps-") as tmp:
+        entries = install_python_deps(
+            reqs, python_version, platform, Path(tmp) / "site", binary_only=binary_only
+        )
+        layer = build_layer(entries, layout, "gzip")
+    if key is not None and stat_cache is not None:
+        stat_cache.put(key, layer)
+    return layer
