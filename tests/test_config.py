@@ -345,25 +345,19 @@ def test_merge_keys_work(tmp_path: Path) -> None:
 # --- local consistency: the files cog.yaml names --------------------------------------------------
 
 
-def model(tmp_path: Path, cog_yaml: str, **files: str) -> config.Config:
-    return config.load(
-        write(tmp_path, cog_yaml, {k.replace("__", "/"): v for k, v in files.items()})
-    )
-
-
 def test_local_ok(tmp_path: Path) -> None:
-    cfg = model(
-        tmp_path,
-        "build:\n  python_requirements: requirements.txt\npredict: predict.py:Predictor\n"
-        "train: train.py:train\n",
-        predict_py=PREDICT_PY,
-        train_py="def train(n: int) -> None: ...\n",
-        requirements_txt="numpy\n",
-    )
-    # keyword names cannot hold dots
-    for name in ("predict", "train", "requirements"):
-        ext = "txt" if name == "requirements" else "py"
-        (tmp_path / f"{name}_{ext}").rename(tmp_path / f"{name}.{ext}")
+    files = {
+        "predict.py": PREDICT_PY,
+        "train.py": "def train(n: int) -> None: ...\n",
+        "requirements.txt": "numpy\n",
+    }
+    text = """\
+        build:
+          python_requirements: requirements.txt
+        predict: predict.py:Predictor
+        train: train.py:train
+        """
+    cfg = config.load(write(tmp_path, text, files))
     config.check_local(cfg)
     assert config.predictor_ref(cfg) == (tmp_path.resolve() / "predict.py", "Predictor")
 
