@@ -205,7 +205,7 @@ def _show(text: str) -> str:
 def _suggest(text: str, fix: str | None) -> str | None:
     """``fix`` if it parses; else the suggestion its own error makes; else None.
 
-    Chaining lets "https://GHCR.io/Alice/" become "ghcr.io/alice" one fix at a time. Each fix
+    Chaining lets "https://ghcr.io/Alice/" become "ghcr.io/alice" one fix at a time. Each fix
     removes one kind of fault and none adds one back, so the chain is short and always ends.
     """
     if fix is None or fix == text:
