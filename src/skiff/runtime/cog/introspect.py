@@ -204,6 +204,8 @@ def _input_spec(order: int, name: str, tpe: Any, raw_default: Any) -> InputSpec:
     default = info.default
     if isinstance(default, enum.Enum):
         default = default.value
+    if ft.primitive is Primitive.FLOAT:
+        default = _as_float(default)
     choices = info.choices
     if choices is not None:
         choices = [c.value if isinstance(c, enum.Enum) else c for c in choices]
@@ -225,6 +227,15 @@ def _input_spec(order: int, name: str, tpe: Any, raw_default: Any) -> InputSpec:
     )
     _check_constraints(spec)
     return spec
+
+
+def _as_float(value: Any) -> Any:
+    """Cog publishes float defaults as floats even when written as ``default=1``."""
+    if isinstance(value, list):
+        return [_as_float(v) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
 
 
 def _check_constraints(spec: InputSpec) -> None:

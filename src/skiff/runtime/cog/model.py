@@ -6,6 +6,7 @@ keyword-only constructor over the class annotations (including inherited ones).
 
 from __future__ import annotations
 
+import builtins
 import inspect
 import typing
 from typing import Any, ClassVar
@@ -16,7 +17,8 @@ from .types import MISSING
 class BaseModel:
     """Subclass with annotated fields; construct with keyword arguments."""
 
-    __cog_fields__: ClassVar[dict[str, Any]] = {}
+    # builtins.dict: inside this class body, plain `dict` is the method below.
+    __cog_fields__: ClassVar[builtins.dict[str, Any]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

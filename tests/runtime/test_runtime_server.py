@@ -1,0 +1,212 @@
+"""Cog's HTTP API, served by `python -m cog.server.http` as a real subprocess."""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+import threading
+import time
+from typing import Any
+
+import httpx
+from conftest import CogServer, Receiver
+
+ASYNC = {"Prefer": "respond-async"}
+
+
+def test_listens_at_once_and_reports_setup(start_server: Any) -> None:
+    server: CogServer = start_server("echo", ready=False)
+    assert server.wait_listening() < 1.0
+    first = server.client.get("/health-check").json()
+    assert first["status"] in ("STARTING", "READY")
+    body = server.wait_status("READY")
+    assert body["setup"]["status"] == "succeeded"
+    assert body["setup"]["logs"] == "loading weights\n"
+    assert body["setup"]["completed_at"] >= body["setup"]["started_at"]
+    index = server.client.get("/").json()
+    assert index["predictions_url"] == "/predictions"
+    schema = server.client.get("/openapi.json").json()
+    assert schema["components"]["schemas"]["Output"]["x-cog-array-display"] == "concatenate"
+    assert server.client.get("/nope").status_code == 404
+
+
+def test_predictor_from_cog_yaml(start_server: Any) -> None:
+    server: CogServer = start_server("echo", predictor=None)
+    r = server.client.post("/predictions", json={"input": {"text": "a b"}})
+    assert r.status_code == 200
+    assert r.json()["output"] == ["a", "b"]
+
+
+def test_sync_prediction(start_server: Any) -> None:
+    server: CogServer = start_server("echo")
+    r = server.client.post(
+        "/predictions", json={"id": "p1", "input": {"text": "hi there", "token": "s3cret"}}
+    )
+    assert r.status_code == 200
+    body = r.json()
+    assert body["id"] == "p1"
+    assert body["status"] == "succeeded"
+    assert body["output"] == ["hi", "there"]
+    assert body["error"] is None
+    assert body["logs"] == "echoing 'hi there'\ntoken is **********\n"
+    assert body["input"] == {"text": "hi there", "token": "**********"}
+    assert body["metrics"]["predict_time"] >= 0
+    assert body["created_at"] <= body["started_at"] <= body["completed_at"]
+    assert "s3cret" not in r.text
+
+
+def test_invalid_input_is_422_naming_the_field(start_server: Any) -> None:
+    server: CogServer = start_server("echo")
+    r = server.client.post("/predictions", json={"input": {"repeat": 9}})
+    assert r.status_code == 422
+    assert r.json() == {"detail": [
+        {"loc": ["body", "input", "text"], "msg": "field required", "type": "value_error.missing"},
+        {"loc": ["body", "input", "repeat"],
+         "msg": "ensure this value is less than or equal to 3", "type": "value_error.number.not_le"},
+    ]}
+    r = server.client.post("/predictions", content=b"{not json",
+                           headers={"Content-Type": "application/json"})
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["type"] == "value_error.jsondecode"
+    r = server.client.post("/predictions",
+                           json={"input": {"text": "x"}, "webhook_events_filter": ["bogus"]})
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["loc"] == ["body", "webhook_events_filter"]
+
+
+def test_async_prediction_streams_webhooks(start_server: Any, receiver: Receiver) -> None:
+    server: CogServer = start_server("echo")
+    r = server.client.post(
+        "/predictions",
+        headers=ASYNC,
+        json={"id": "a1", "input": {"text": "one two three", "delay": 0.05},
+              "webhook": f"{receiver.url}/hook"},
+    )
+    assert r.status_code == 202
+    assert r.json()["id"] == "a1"
+    assert r.json()["status"] in ("starting", "processing")
+    events = receiver.wait_for(lambda ev: any(e["status"] == "succeeded" for e in ev))
+    assert events[0]["status"] == "processing"  # the start event
+    final = events[-1]
+    assert final["status"] == "succeeded"
+    assert final["output"] == ["one", "two", "three"]
+    assert final["logs"] == "echoing 'one two three'\n"
+    partial = [e["output"] for e in events if e["status"] == "processing" and e["output"]]
+    assert ["one"] in partial  # outputs are sent as they are produced
+
+
+def test_webhook_events_filter(start_server: Any, receiver: Receiver) -> None:
+    server: CogServer = start_server("echo")
+    server.client.post(
+        "/predictions",
+        headers=ASYNC,
+        json={"input": {"text": "a b c"}, "webhook": receiver.url,
+              "webhook_events_filter": ["completed"]},
+    )
+    receiver.wait_for(lambda ev: len(ev) >= 1)
+    time.sleep(0.3)  # nothing else may follow
+    assert [e["status"] for e in receiver.events] == ["succeeded"]
+
+
+def test_cancel_a_running_prediction(start_server: Any, receiver: Receiver) -> None:
+    server: CogServer = start_server("echo")
+    server.client.post(
+        "/predictions",
+        headers=ASYNC,
+        json={"id": "c1", "input": {"text": "w " * 50, "delay": 0.2}, "webhook": receiver.url},
+    )
+    receiver.wait_for(lambda ev: any(e["output"] for e in ev))
+    assert server.client.post("/predictions/c1/cancel").status_code == 200
+    events = receiver.wait_for(lambda ev: ev[-1]["status"] == "canceled", timeout=5)
+    assert len(events[-1]["output"]) < 50
+    assert events[-1]["completed_at"] is not None
+    server.wait_status("READY")
+    assert server.client.post("/predictions/c1/cancel").status_code == 404
+
+
+def test_busy_is_409(start_server: Any) -> None:
+    server: CogServer = start_server("echo")
+    r = server.client.post("/predictions", headers=ASYNC,
+                           json={"id": "long", "input": {"text": "w " * 50, "delay": 0.2}})
+    assert r.status_code == 202
+    server.wait_status("BUSY")
+    r = server.client.post("/predictions", json={"input": {"text": "x"}})
+    assert r.status_code == 409
+    server.client.post("/predictions/long/cancel")
+    server.wait_status("READY")
+    assert server.client.post("/predictions", json={"input": {"text": "x"}}).status_code == 200
+
+
+def test_concurrency_setting_allows_parallel_predictions(start_server: Any) -> None:
+    server: CogServer = start_server("echo", COG_MAX_CONCURRENCY="2")
+    results: list[dict[str, Any]] = []
+
+    def run(text: str) -> None:
+        r = httpx.post(f"{server.url}/predictions", timeout=10,
+                       json={"input": {"text": text, "delay": 0.2}})
+        results.append(r.json())
+
+    threads = [threading.Thread(target=run, args=(t,)) for t in ("left", "right")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # Each prediction's logs are its own even though both ran at once.
+    assert sorted(r["logs"] for r in results) == ["echoing 'left'\n", "echoing 'right'\n"]
+    assert all(r["status"] == "succeeded" for r in results)
+
+
+def test_put_is_idempotent(start_server: Any) -> None:
+    server: CogServer = start_server("echo")
+    body = {"input": {"text": "w " * 20, "delay": 0.1}}
+    first = server.client.put("/predictions/same", headers=ASYNC, json=body)
+    second = server.client.put("/predictions/same", headers=ASYNC, json=body)
+    assert first.status_code == second.status_code == 202
+    assert first.json()["id"] == second.json()["id"] == "same"
+    mismatch = server.client.put("/predictions/other", json={"id": "x", **body})
+    assert mismatch.status_code == 422
+    server.client.post("/predictions/same/cancel")
+
+
+def test_file_input_and_output_as_data_uris(start_server: Any, receiver: Receiver) -> None:
+    server: CogServer = start_server("files")
+    doc = "data:text/plain;base64," + base64.b64encode(b"hello").decode()
+    r = server.client.post("/predictions", json={"input": {"document": doc}})
+    assert r.status_code == 200, r.text
+    assert r.json()["output"] == "data:text/plain;base64," + base64.b64encode(b"hello!").decode()
+    # An http(s) URL is downloaded first.
+    receiver.uploads["/doc.txt"] = b"remote"
+    r = server.client.post("/predictions",
+                           json={"input": {"document": f"{receiver.url}/doc.txt", "suffix": "?"}})
+    assert r.json()["output"] == "data:text/plain;base64," + base64.b64encode(b"remote?").decode()
+    # A download failure fails the prediction with a message, not a crash.
+    r = server.client.post("/predictions", json={"input": {"document": f"{receiver.url}/none"}})
+    assert r.json()["status"] == "failed"
+    assert "failed to download input file" in r.json()["error"]
+
+
+def test_file_output_is_uploaded_when_an_upload_url_is_set(
+    start_server: Any, receiver: Receiver
+) -> None:
+    server: CogServer = start_server("files", COG_UPLOAD_URL=f"{receiver.url}/uploads/")
+    doc = "data:text/plain;base64," + base64.b64encode(b"up").decode()
+    r = server.client.post("/predictions", json={"input": {"document": doc}})
+    assert r.json()["output"] == f"{receiver.url}/stored/uploads/out.txt"
+    assert receiver.uploads["/uploads/out.txt"] == b"up!"
+
+
+def test_setup_failure(start_server: Any) -> None:
+    server: CogServer = start_server("broken", ready=False)
+    body = server.wait_status("SETUP_FAILED")
+    assert "weights missing" in body["setup"]["logs"]
+    r = server.client.post("/predictions", json={"input": {"x": 1}})
+    assert r.status_code == 503
+
+
+def test_shutdown_stops_the_server(start_server: Any) -> None:
+    server: CogServer = start_server("echo")
+    assert server.client.post("/shutdown").status_code == 200
+    try:
+        assert server.proc.wait(5) == 0
+    except subprocess.TimeoutExpired as e:
+        raise AssertionError("server still running after /shutdown") from e
