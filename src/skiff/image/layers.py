@@ -91,7 +91,7 @@ class Layer:
 
 def _tar_name(path: str) -> str:
     norm = posixpath.normpath("/" + path).lstrip("/")
-    if not norm or norm == "." or ".." in norm.split("/"):
+    if not norm or ".." in path.split("/"):
         raise BuildFailed(f"invalid path for a layer entry: {path!r}")
     return norm
 

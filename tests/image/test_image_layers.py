@@ -1,0 +1,203 @@
+"""Reproducible layers: same inputs, same digests; streaming; the stat cache."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import tarfile
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
+from skiff.errors import BuildFailed
+from skiff.image.layers import Entry, Layer, StatCache, build_layer
+from skiff.image.layout import Layout
+from skiff.image.oci import OCI_LAYER, OCI_LAYER_GZIP
+from skiff.image.sourcetree import Thresholds, plan_source_layers
+
+SMALL = Thresholds(any_file=4096, weight_extension=1024, own_layer=1 << 20, pack_limit=1 << 20)
+
+
+def _make_model(folder: Path, *, mtime: int, owner: int | None, mode: int) -> None:
+    (folder / "sub" / "deep").mkdir(parents=True)
+    (folder / "predict.py").write_text("def predict():\n    return 1\n")
+    (folder / "run.sh").write_text("#!/bin/sh\necho hi\n")
+    (folder / "sub" / "deep" / "util.py").write_text("X = 1\n")
+    (folder / "sub" / "model.safetensors").write_bytes(bytes(range(256)) * 64)
+    (folder / "weights.bin").write_bytes(b"w" * 10_000)
+    (folder / "empty").mkdir()
+    (folder / "link.py").symlink_to("predict.py")
+    for path in sorted(folder.rglob("*"), reverse=True):
+        if path.is_symlink():
+            continue
+        if path.is_file():
+            path.chmod(0o755 if path.name == "run.sh" else mode)
+        if owner is not None:
+            os.chown(path, owner, owner)
+        os.utime(path, (mtime, mtime))
+
+
+def _layers(folder: Path, layout: Layout) -> tuple[Layer, list[Layer]]:
+    plan = plan_source_layers(folder, thresholds=SMALL)
+    code = build_layer(plan.code, layout, "gzip")
+    weights = [build_layer(group, layout, "none") for group in plan.weights]
+    return code, weights
+
+
+def test_same_inputs_same_digests_across_folders_times_owners_and_umask(tmp_path: Path) -> None:
+    a, b = tmp_path / "a" / "model", tmp_path / "elsewhere" / "b"
+    a.mkdir(parents=True)
+    b.mkdir(parents=True)
+    _make_model(a, mtime=1_000_000, owner=None, mode=0o644)
+    _make_model(b, mtime=1_700_000_000, owner=1234 if os.geteuid() == 0 else None, mode=0o600)
+    code_a, weights_a = _layers(a, Layout.open(tmp_path / "cache-a"))
+    code_b, weights_b = _layers(b, Layout.open(tmp_path / "cache-b"))
+    assert code_a == code_b
+    assert weights_a == weights_b
+    assert len(weights_a) == 1
+    assert code_a.descriptor.media_type == OCI_LAYER_GZIP
+    assert weights_a[0].descriptor.media_type == OCI_LAYER
+    assert weights_a[0].descriptor.digest == weights_a[0].diff_id
+
+
+def test_known_digest_of_a_fixed_tar() -> None:
+    """A golden value: the tar format itself must not drift between machines or versions."""
+    layout_dir = Path(os.environ["SKIFF_CACHE_DIR"]) / "golden"
+    layer = build_layer(
+        [
+            Entry.file("/src/predict.py", b"print('hi')\n"),
+            Entry.file("/src/run.sh", b"#!/bin/sh\n", 0o755),
+            Entry.symlink("/src/link", "predict.py"),
+            Entry.dir("/src/empty"),
+        ],
+        Layout.open(layout_dir),
+        "none",
+    )
+    assert str(layer.diff_id) == GOLDEN_DIFF_ID
+
+
+GOLDEN_DIFF_ID = "sha256:10c8480ecbcd5e07dbda1dbfb9bda5bae60af262b78cf657ac1dce19fdf8257d"
+
+
+def _members(layout: Layout, layer: Layer) -> list[tarfile.TarInfo]:
+    data = layout.read_bytes(layer.descriptor.digest)
+    if layer.descriptor.media_type == OCI_LAYER_GZIP:
+        assert data[4:8] == b"\0\0\0\0"  # gzip mtime
+        assert data[3] & 0x08 == 0  # no file name in the gzip header
+        data = gzip.decompress(data)
+    assert hashlib.sha256(data).hexdigest() == layer.diff_id.hex
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        return tar.getmembers()
+
+
+def test_headers_carry_nothing_from_the_host(tmp_path: Path) -> None:
+    src = tmp_path / "f.txt"
+    src.write_text("data")
+    os.utime(src, (123456789, 123456789))
+    layout = Layout.open(tmp_path / "cache")
+    layer = build_layer(
+        [Entry.file("/src/f.txt", src), Entry.symlink("/src/a/l", "../f.txt")], layout, "gzip"
+    )
+    members = _members(layout, layer)
+    assert [m.name for m in members] == ["src", "src/a", "src/a/l", "src/f.txt"]
+    for m in members:
+        assert (m.mtime, m.uid, m.gid, m.uname, m.gname) == (0, 0, 0, "", "")
+        assert m.pax_headers == {}
+    assert members[0].isdir() and members[0].mode == 0o755
+    assert members[2].issym() and members[2].linkname == "../f.txt"
+
+
+def test_invalid_entries_are_refused(tmp_path: Path) -> None:
+    layout = Layout.open(tmp_path)
+    with pytest.raises(BuildFailed, match="two layer entries"):
+        build_layer([Entry.file("/a", b"1"), Entry.file("a", b"2")], layout)
+    with pytest.raises(BuildFailed, match="invalid path"):
+        build_layer([Entry.file("/../etc/passwd", b"x")], layout)
+    with pytest.raises(BuildFailed, match="not a directory"):
+        build_layer([Entry.file("/a", b"1"), Entry.file("/a/b", b"2")], layout)
+    with pytest.raises(BuildFailed, match="cannot read"):
+        build_layer([Entry.file("/a", tmp_path / "missing")], layout)
+    assert [p for p in layout.blob_dir.iterdir()] == []  # no partial blob from the failure
+
+
+def test_large_files_are_streamed(tmp_path: Path) -> None:
+    big = tmp_path / "big.bin"
+    with big.open("wb") as f:
+        for _ in range(32):
+            f.write(os.urandom(1 << 20))
+    layout = Layout.open(tmp_path / "cache")
+    tracemalloc.start()
+    try:
+        layer = build_layer([Entry.file("/src/big.bin", big)], layout, "none")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20, f"peak Python memory {peak} bytes for a 32 MiB file"
+    assert layer.descriptor.size > 32 << 20
+    assert layout.verify(layer.descriptor.digest)
+
+
+def _bytes_read() -> int:
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("rchar:"):
+            return int(line.split()[1])
+    raise AssertionError("no rchar in /proc/self/io")
+
+
+def test_stat_cache_skips_reading_unchanged_files(tmp_path: Path) -> None:
+    big = tmp_path / "model.safetensors"
+    big.write_bytes(b"\1" * (8 << 20))
+    layout = Layout.open(tmp_path / "cache")
+    cache = StatCache(tmp_path / "stat")
+    entries = [Entry.file("/src/model.safetensors", big)]
+    first = build_layer(entries, layout, "none", stat_cache=cache)
+    before = _bytes_read()
+    second = build_layer(entries, layout, "none", stat_cache=cache)
+    assert second == first
+    assert _bytes_read() - before < 1 << 20, "the unchanged file was read again"
+
+
+def test_stat_cache_notices_same_size_edits_with_restored_mtime(tmp_path: Path) -> None:
+    src = tmp_path / "w.bin"
+    src.write_bytes(b"a" * 1000)
+    st = src.stat()
+    layout = Layout.open(tmp_path / "cache")
+    cache = StatCache(tmp_path / "stat")
+    first = build_layer([Entry.file("/w.bin", src)], layout, "none", stat_cache=cache)
+    src.write_bytes(b"b" * 1000)
+    os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns))
+    second = build_layer([Entry.file("/w.bin", src)], layout, "none", stat_cache=cache)
+    assert second.diff_id != first.diff_id
+
+
+def test_stat_cache_rebuilds_when_the_blob_is_gone(tmp_path: Path) -> None:
+    src = tmp_path / "w.bin"
+    src.write_bytes(b"a" * 1000)
+    layout = Layout.open(tmp_path / "cache")
+    cache = StatCache(tmp_path / "stat")
+    first = build_layer([Entry.file("/w.bin", src)], layout, "none", stat_cache=cache)
+    layout.path(first.descriptor.digest).unlink()
+    again = build_layer([Entry.file("/w.bin", src)], layout, "none", stat_cache=cache)
+    assert again == first
+    assert layout.verify(first.descriptor.digest)
+
+
+def test_weights_and_code_layers_change_independently(tmp_path: Path) -> None:
+    folder = tmp_path / "model"
+    folder.mkdir()
+    _make_model(folder, mtime=1_000_000, owner=None, mode=0o644)
+    layout = Layout.open(tmp_path / "cache")
+    code, weights = _layers(folder, layout)
+
+    (folder / "weights.bin").write_bytes(b"W" * 10_000)
+    code2, weights2 = _layers(folder, layout)
+    assert code2 == code
+    assert weights2 != weights
+
+    (folder / "predict.py").write_text("def predict():\n    return 2\n")
+    code3, weights3 = _layers(folder, layout)
+    assert code3 != code2
+    assert weights3 == weights2
