@@ -7,14 +7,14 @@ import subprocess
 import time
 from typing import Any
 
-import pytest
-from conftest import FIXTURES, RUNTIME, python_stdlib_only, runtime_env
-
 import cog
+import pytest
 from cog.config import predictor_ref_from_yaml
 from cog.introspect import inspect_predictor
 from cog.predictor import PredictorRef, load_target
 from cog.validation import FileRef, validate_inputs
+
+from conftest import FIXTURES, RUNTIME, python_stdlib_only, runtime_env
 
 
 def kitchen_specs() -> Any:
@@ -36,8 +36,17 @@ def test_runtime_dir_holds_the_cog_package() -> None:
 
 
 def test_public_names() -> None:
-    for name in ("BasePredictor", "BaseRunner", "Input", "Path", "File", "Secret",
-                 "ConcatenateIterator", "BaseModel", "CancelationException"):
+    for name in (
+        "BasePredictor",
+        "BaseRunner",
+        "Input",
+        "Path",
+        "File",
+        "Secret",
+        "ConcatenateIterator",
+        "BaseModel",
+        "CancelationException",
+    ):
         assert hasattr(cog, name), name
     assert issubclass(cog.Path, pathlib.Path)
     assert not issubclass(cog.CancelationException, Exception)
@@ -46,9 +55,14 @@ def test_public_names() -> None:
 def test_import_needs_only_the_stdlib_and_is_fast() -> None:
     started = time.monotonic()
     subprocess.run(
-        [*python_stdlib_only(), "-c",
-         "from cog import BasePredictor, Input, Path; import cog.server.http"],
-        env=runtime_env(), check=True, timeout=30,
+        [
+            *python_stdlib_only(),
+            "-c",
+            "from cog import BasePredictor, Input, Path; import cog.server.http",
+        ],
+        env=runtime_env(),
+        check=True,
+        timeout=30,
     )
     assert time.monotonic() - started < 1.0
 
@@ -90,12 +104,24 @@ def test_missing_and_wrong_inputs_name_the_field() -> None:
         "image": ("field required", "value_error.missing"),
         "api_key": ("field required", "value_error.missing"),
     }
-    bad = errors_of({**VALID, "steps": "many", "scale": 11, "sampler": "euler", "level": 9,
-                     "name": "ABC", "tags": ["ok", 3, {}], "upscale": "maybe",
-                     "image": "/etc/passwd"})
+    bad = errors_of(
+        {
+            **VALID,
+            "steps": "many",
+            "scale": 11,
+            "sampler": "euler",
+            "level": 9,
+            "name": "ABC",
+            "tags": ["ok", 3, {}],
+            "upscale": "maybe",
+            "image": "/etc/passwd",
+        }
+    )
     assert bad["steps"] == ("value is not a valid integer", "type_error.integer")
-    assert bad["scale"] == ("ensure this value is less than or equal to 10",
-                            "value_error.number.not_le")
+    assert bad["scale"] == (
+        "ensure this value is less than or equal to 10",
+        "value_error.number.not_le",
+    )
     assert bad["sampler"][1] == "type_error.enum" and "'ddim'" in bad["sampler"][0]
     assert bad["level"][1] == "type_error.enum"
     assert bad["name"] == ('string does not match regex "^[a-z]+$"', "value_error.str.regex")

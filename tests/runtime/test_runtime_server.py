@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 import httpx
+
 from conftest import CogServer, Receiver
 
 ASYNC = {"Prefer": "respond-async"}
@@ -59,17 +60,28 @@ def test_invalid_input_is_422_naming_the_field(start_server: Any) -> None:
     server: CogServer = start_server("echo")
     r = server.client.post("/predictions", json={"input": {"repeat": 9}})
     assert r.status_code == 422
-    assert r.json() == {"detail": [
-        {"loc": ["body", "input", "text"], "msg": "field required", "type": "value_error.missing"},
-        {"loc": ["body", "input", "repeat"],
-         "msg": "ensure this value is less than or equal to 3", "type": "value_error.number.not_le"},
-    ]}
-    r = server.client.post("/predictions", content=b"{not json",
-                           headers={"Content-Type": "application/json"})
+    assert r.json() == {
+        "detail": [
+            {
+                "loc": ["body", "input", "text"],
+                "msg": "field required",
+                "type": "value_error.missing",
+            },
+            {
+                "loc": ["body", "input", "repeat"],
+                "msg": "ensure this value is less than or equal to 3",
+                "type": "value_error.number.not_le",
+            },
+        ]
+    }
+    r = server.client.post(
+        "/predictions", content=b"{not json", headers={"Content-Type": "application/json"}
+    )
     assert r.status_code == 422
     assert r.json()["detail"][0]["type"] == "value_error.jsondecode"
-    r = server.client.post("/predictions",
-                           json={"input": {"text": "x"}, "webhook_events_filter": ["bogus"]})
+    r = server.client.post(
+        "/predictions", json={"input": {"text": "x"}, "webhook_events_filter": ["bogus"]}
+    )
     assert r.status_code == 422
     assert r.json()["detail"][0]["loc"] == ["body", "webhook_events_filter"]
 
@@ -79,8 +91,11 @@ def test_async_prediction_streams_webhooks(start_server: Any, receiver: Receiver
     r = server.client.post(
         "/predictions",
         headers=ASYNC,
-        json={"id": "a1", "input": {"text": "one two three", "delay": 0.05},
-              "webhook": f"{receiver.url}/hook"},
+        json={
+            "id": "a1",
+            "input": {"text": "one two three", "delay": 0.05},
+            "webhook": f"{receiver.url}/hook",
+        },
     )
     assert r.status_code == 202
     assert r.json()["id"] == "a1"
@@ -100,8 +115,11 @@ def test_webhook_events_filter(start_server: Any, receiver: Receiver) -> None:
     server.client.post(
         "/predictions",
         headers=ASYNC,
-        json={"input": {"text": "a b c"}, "webhook": receiver.url,
-              "webhook_events_filter": ["completed"]},
+        json={
+            "input": {"text": "a b c"},
+            "webhook": receiver.url,
+            "webhook_events_filter": ["completed"],
+        },
     )
     receiver.wait_for(lambda ev: len(ev) >= 1)
     time.sleep(0.3)  # nothing else may follow
@@ -126,8 +144,11 @@ def test_cancel_a_running_prediction(start_server: Any, receiver: Receiver) -> N
 
 def test_busy_is_409(start_server: Any) -> None:
     server: CogServer = start_server("echo")
-    r = server.client.post("/predictions", headers=ASYNC,
-                           json={"id": "long", "input": {"text": "w " * 50, "delay": 0.2}})
+    r = server.client.post(
+        "/predictions",
+        headers=ASYNC,
+        json={"id": "long", "input": {"text": "w " * 50, "delay": 0.2}},
+    )
     assert r.status_code == 202
     server.wait_status("BUSY")
     r = server.client.post("/predictions", json={"input": {"text": "x"}})
@@ -142,8 +163,9 @@ def test_concurrency_setting_allows_parallel_predictions(start_server: Any) -> N
     results: list[dict[str, Any]] = []
 
     def run(text: str) -> None:
-        r = httpx.post(f"{server.url}/predictions", timeout=10,
-                       json={"input": {"text": text, "delay": 0.2}})
+        r = httpx.post(
+            f"{server.url}/predictions", timeout=10, json={"input": {"text": text, "delay": 0.2}}
+        )
         results.append(r.json())
 
     threads = [threading.Thread(target=run, args=(t,)) for t in ("left", "right")]
@@ -176,8 +198,9 @@ def test_file_input_and_output_as_data_uris(start_server: Any, receiver: Receive
     assert r.json()["output"] == "data:text/plain;base64," + base64.b64encode(b"hello!").decode()
     # An http(s) URL is downloaded first.
     receiver.uploads["/doc.txt"] = b"remote"
-    r = server.client.post("/predictions",
-                           json={"input": {"document": f"{receiver.url}/doc.txt", "suffix": "?"}})
+    r = server.client.post(
+        "/predictions", json={"input": {"document": f"{receiver.url}/doc.txt", "suffix": "?"}}
+    )
     assert r.json()["output"] == "data:text/plain;base64," + base64.b64encode(b"remote?").decode()
     # A download failure fails the prediction with a message, not a crash.
     r = server.client.post("/predictions", json={"input": {"document": f"{receiver.url}/none"}})
