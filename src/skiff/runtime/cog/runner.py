@@ -23,13 +23,14 @@ from typing import Any
 from . import logcapture
 from .exceptions import CancelationException
 from .files import FileError, OutputFiles, fetch, is_file_output
-from .introspect import PredictorInfo, inspect_predictor
+from .introspect import PredictorInfo, Primitive, inspect_predictor
 from .model import BaseModel
 from .predictor import PredictorRef, load_target, predict_method_name
 from .types import Path, Secret
 from .validation import FileRef
 
 EventHook = Callable[[str, "Prediction"], None]
+_MASK = "**********"
 
 
 def now_iso() -> str:
@@ -362,6 +363,18 @@ def _weights() -> Any:
     if not value:
         return None
     return Path(value) if os.path.exists(value) else value
+
+
+def mask_secrets(info: PredictorInfo, raw: Any) -> Any:
+    """The request's input as echoed in responses and webhooks: Secret values masked."""
+    if not isinstance(raw, dict):
+        return raw
+    masked = dict(raw)
+    for name, spec in info.inputs.items():
+        value = masked.get(name)
+        if spec.type.primitive is Primitive.SECRET and value is not None:
+            masked[name] = [_MASK] * len(value) if isinstance(value, list) else _MASK
+    return masked
 
 
 def new_prediction_id() -> str:

@@ -19,7 +19,7 @@ from ..config import ConfigError, predictor_ref
 from ..files import OutputFiles
 from ..introspect import InputSpec, Primitive
 from ..predictor import PredictorLoadError
-from ..runner import Prediction, Runner, new_prediction_id, now_iso
+from ..runner import Prediction, Runner, mask_secrets, new_prediction_id, now_iso
 from ..validation import InputError, validate_inputs
 
 
@@ -130,7 +130,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(runner.setup_result.to_json()["logs"])
         print("error: setup() failed", file=sys.stderr)
         return 1
-    prediction = Prediction(id=new_prediction_id(), input=raw, created_at=now_iso())
+    prediction = Prediction(
+        id=new_prediction_id(), input=mask_secrets(runner.info, raw), created_at=now_iso()
+    )
     runner.start(prediction, values)
     prediction.done.wait()
     _emit(out, prediction.to_json())

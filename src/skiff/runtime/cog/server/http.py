@@ -21,15 +21,22 @@ from typing import Any
 from .. import __version__, logcapture
 from ..config import predictor_ref
 from ..files import OutputFiles
-from ..introspect import Primitive
-from ..runner import Busy, NotReady, Prediction, Runner, SetupResult, new_prediction_id, now_iso
+from ..runner import (
+    Busy,
+    NotReady,
+    Prediction,
+    Runner,
+    SetupResult,
+    mask_secrets,
+    new_prediction_id,
+    now_iso,
+)
 from ..schema import build_schema
 from ..validation import InputError, validate_inputs
 from .webhook import EVENTS, WebhookSender
 
 _PREDICTION = re.compile(r"^/predictions/(?P<id>[^/]+)$")
 _CANCEL = re.compile(r"^/predictions/(?P<id>[^/]+)/cancel$")
-_MASK = "**********"
 
 
 class App:
@@ -69,19 +76,6 @@ class App:
         if self.runner is not None:
             return self.runner.health()
         return "SETUP_FAILED" if self.setup_result.status == "failed" else "STARTING"
-
-
-def _masked_input(runner: Runner, raw: Any) -> Any:
-    """The request's input echoed back, with secrets masked."""
-    if not isinstance(raw, dict):
-        return raw
-    masked = dict(raw)
-    for name, spec in runner.info.inputs.items():
-        if spec.type.primitive is Primitive.SECRET and masked.get(name) is not None:
-            masked[name] = (
-                _MASK if not isinstance(masked[name], list) else [_MASK] * len(masked[name])
-            )
-    return masked
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -187,7 +181,7 @@ class Handler(BaseHTTPRequestHandler):
         webhook = body.get("webhook") or None
         prediction = Prediction(
             id=path_id or body.get("id") or new_prediction_id(),
-            input=_masked_input(runner, body.get("input") or {}),
+            input=mask_secrets(runner.info, body.get("input") or {}),
             created_at=body.get("created_at") or now_iso(),
             version=body.get("version"),
             webhook=webhook,

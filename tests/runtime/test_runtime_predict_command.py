@@ -1,0 +1,76 @@
+"""`python -m cog.command.predict`: the local runner behind `skiff predict`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from conftest import FIXTURES, python_stdlib_only, runtime_env
+
+
+def predict(folder: str | Path, *args: str, ref: str = "predict.py:Predictor") -> Any:
+    return subprocess.run(
+        [*python_stdlib_only(), "-m", "cog.command.predict", "--predictor", ref, *args],
+        cwd=FIXTURES / folder,
+        env=runtime_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_runs_setup_and_one_prediction(tmp_path: Path) -> None:
+    result = predict("echo", "-i", "text=hello world", "-i", "repeat=2", "-i", "token=abc")
+    assert result.returncode == 0, result.stderr
+    body = json.loads(result.stdout)  # stdout is only the JSON document
+    assert body["status"] == "succeeded"
+    assert body["output"] == ["hello", "world", "hello", "world"]
+    assert body["input"]["token"] == "**********"
+    # The predictor's prints go to stderr (and into logs), never onto stdout.
+    assert "loading weights" in result.stderr
+    assert "echoing 'hello world'" in body["logs"]
+
+
+def test_file_inputs_and_outputs(tmp_path: Path) -> None:
+    doc = tmp_path / "doc.txt"
+    doc.write_text("local")
+    out = tmp_path / "out"
+    result = predict("files", "-i", f"document=@{doc}", "-i", "suffix=?", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    body = json.loads(result.stdout)
+    assert Path(body["output"]).read_text() == "local?"
+    assert Path(body["output"]).parent == out
+
+
+def test_iterator_of_files_lands_in_the_output_dir(tmp_path: Path) -> None:
+    result = predict("stream", "-i", "count=3", "-o", str(tmp_path), ref="predict.py:Frames")
+    assert result.returncode == 0, result.stderr
+    paths = json.loads(result.stdout)["output"]
+    assert [Path(p).read_text() for p in paths] == ["0", "1", "2"]
+
+
+def test_structured_output(tmp_path: Path) -> None:
+    result = predict("structured", "-i", "text=abc", "-o", str(tmp_path))
+    body = json.loads(result.stdout)
+    assert body["output"]["text"] == "ABC"
+    assert body["output"]["extra"] is None
+    assert Path(body["output"]["file"]).read_text() == "abc"
+
+
+def test_invalid_input_exits_2_naming_the_field() -> None:
+    result = predict("echo", "-i", "text=x", "-i", "repeat=lots")
+    assert result.returncode == 2
+    assert "input repeat: value is not a valid integer" in result.stderr
+    assert json.loads(result.stdout)["detail"][0]["loc"] == ["input", "repeat"]
+    unknown = predict("echo", "-i", "colour=red")
+    assert unknown.returncode == 2
+    assert "unknown input 'colour'" in unknown.stderr
+
+
+def test_setup_failure_exits_1() -> None:
+    result = predict("broken", "-i", "x=1")
+    assert result.returncode == 1
+    assert "weights missing" in result.stderr
+    assert "setup() failed" in result.stderr
