@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
+from rich.markup import escape
 
 from skiff import __version__
 from skiff.errors import (
@@ -18,8 +19,18 @@ from skiff.errors import (
     SkiffError,
     UploadFailed,
 )
+from skiff.image.builder import BuildOptions
 from skiff.preflight import Severity, run_preflight
-from skiff.ui import CheckPrinter, print_error, print_json, print_report_footer, stderr_console
+from skiff.reference import parse as parse_reference
+from skiff.ui import (
+    CheckPrinter,
+    PushProgress,
+    human_bytes,
+    print_error,
+    print_json,
+    print_report_footer,
+    stderr_console,
+)
 
 EXIT_OK, EXIT_ERROR, EXIT_INPUT, EXIT_REJECTED, EXIT_BUILD, EXIT_UPLOAD = 0, 1, 2, 3, 4, 5
 EXIT_INTERRUPTED = 130
@@ -106,7 +117,7 @@ def login(
     ] = False,
     debug: DebugFlag = False,
 ) -> None:
-    """Verify credentials against REGISTRY and store them in the Docker config, like docker login."""
+    """Verify credentials against REGISTRY, then store them like docker login does."""
     from skiff.login import login as do_login
 
     _debug_logging(debug)
@@ -134,6 +145,168 @@ def login(
     console.print(
         f"Login succeeded: {result.username} at {result.registry} (saved in {result.stored_in})"
     )
+
+
+BaseImageOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--base-image",
+        envvar="SKIFF_BASE_IMAGE",
+        help="Base image (default: python:X.Y-slim for cog.yaml's python_version).",
+    ),
+]
+PlatformOpt = Annotated[
+    str, typer.Option("--platform", help="Target platform: linux/amd64 or linux/arm64.")
+]
+DirOpt = Annotated[Path, typer.Option("--dir", "-C", help="Model folder (with cog.yaml).")]
+PullOpt = Annotated[
+    bool, typer.Option("--pull", help="Ask the registry for the base image again.")
+]
+
+
+def _build_options(
+    base_image: str | None, platform: str, pull: bool, tag: str | None = None
+) -> BuildOptions:
+    from skiff.image.oci import Platform
+
+    try:
+        parsed = Platform.parse(platform)
+    except SkiffError as exc:
+        fail(InvalidInput(exc.message, exc.hint), False)
+    if parsed.os != "linux" or parsed.architecture not in ("amd64", "arm64"):
+        fail(
+            InvalidInput(
+                f"unsupported platform {platform!r}", "use linux/amd64 or linux/arm64"
+            ),
+            False,
+        )
+    return BuildOptions(base_image=base_image, platform=parsed, refresh_base=pull, tag=tag)
+
+
+@app.command()
+def build(
+    tag: Annotated[
+        str | None, typer.Option("--tag", "-t", help="Name the image in the cache.")
+    ] = None,
+    output_layout: Annotated[
+        Path | None,
+        typer.Option("--output-layout", help="Also export the image as an OCI layout here."),
+    ] = None,
+    directory: DirOpt = Path("."),
+    base_image: BaseImageOpt = None,
+    platform: PlatformOpt = "linux/amd64",
+    pull: PullOpt = False,
+    debug: DebugFlag = False,
+) -> None:
+    """Build the image from cog.yaml into the local cache (no Docker needed)."""
+    from skiff.image.builder import Builder
+    from skiff.image.layout import default_layout
+
+    _debug_logging(debug)
+    console = stderr_console()
+    name = tag
+    if name is not None:
+        try:
+            name = str(parse_reference(name))
+        except SkiffError as exc:
+            fail(exc, False)
+    options = _build_options(base_image, platform, pull, name or "latest-build")
+    try:
+        layout = default_layout()
+        image = Builder(
+            directory, options, layout=layout,
+            on_status=lambda text: console.print(f"  {text}", highlight=False),
+        ).build()
+        for warning in image.warnings:
+            console.print(f"[yellow]warning:[/] {warning}")
+        if output_layout is not None:
+            layout.export(options.tag or "latest-build", output_layout)
+    except SkiffError as exc:
+        fail(exc, False)
+    total = sum(layer.descriptor.size for layer in image.layers)
+    console.print(
+        f"built {image.manifest_descriptor.digest} "
+        f"({len(image.layers)} layers, {human_bytes(total)})"
+    )
+    for layer in image.layers:
+        console.print(
+            f"  {layer.role:<8} {layer.descriptor.digest} {human_bytes(layer.descriptor.size)}"
+        )
+    if output_layout is not None:
+        console.print(f"exported to {output_layout} (oci:{output_layout}:{options.tag})")
+
+
+@app.command()
+def push(
+    reference: Annotated[
+        str | None,
+        typer.Argument(help="Destination, e.g. r8.im/me/model; default: image: in cog.yaml"),
+    ] = None,
+    directory: DirOpt = Path("."),
+    base_image: BaseImageOpt = None,
+    platform: PlatformOpt = "linux/amd64",
+    pull: PullOpt = False,
+    as_json: JsonFlag = False,
+    debug: DebugFlag = False,
+) -> None:
+    """Check the destination, build, and upload only what the registry lacks."""
+    from skiff.push import PreflightInvalid, PreflightRejected, PushOptions
+    from skiff.push import push as do_push
+
+    _debug_logging(debug)
+    console = stderr_console()
+    if reference is None:
+        reference = _reference_from_config(directory, as_json)
+    options = PushOptions(build=_build_options(base_image, platform, pull))
+    if not as_json:
+        console.print(f"Pushing [bold]{escape(reference)}[/]")
+    events = PushProgress(console, show_checks=not as_json) if not as_json else None
+    try:
+        if events is not None:
+            with events:
+                result = do_push(directory, reference, options, events=events)
+        else:
+            result = do_push(directory, reference, options)
+    except (PreflightRejected, PreflightInvalid) as exc:
+        if as_json:
+            document = exc.report.to_json()
+            print_json(document)
+        else:
+            print_error(console, exc.message, exc.hint)
+        raise typer.Exit(exit_code(exc)) from None
+    except SkiffError as exc:
+        fail(exc, as_json)
+    if as_json:
+        print_json(result.to_json())
+        return
+    for warning in result.warnings:
+        console.print(f"[yellow]warning:[/] {escape(warning)}")
+    counts: dict[str, int] = {}
+    for layer in result.layers:
+        counts[str(layer.outcome)] = counts.get(str(layer.outcome), 0) + 1
+    summary = ", ".join(f"{n} {word}" for word, n in sorted(counts.items()))
+    console.print(
+        f"pushed in {result.elapsed_s:.1f} s: {human_bytes(result.bytes_uploaded)} uploaded "
+        f"({summary})"
+    )
+    typer.echo(result.pinned)
+
+
+def _reference_from_config(directory: Path, as_json: bool) -> str:
+    from skiff import config
+
+    try:
+        cfg = config.load(directory)
+    except SkiffError as exc:
+        fail(exc, as_json)
+    if not cfg.image:
+        fail(
+            InvalidInput(
+                "no destination: give one (skiff push REGISTRY/NAME) or set image: in cog.yaml"
+            ),
+            as_json,
+        )
+    return cfg.image
 
 
 @app.command()

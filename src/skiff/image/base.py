@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 
 from skiff import reference as refs
 from skiff.auth import dockerconfig
+from skiff.auth.credentials import ANONYMOUS
 from skiff.errors import BuildFailed, SkiffError
 from skiff.image.layout import Layout
 from skiff.image.oci import (
@@ -93,7 +94,7 @@ def _pull(
     try:
         credentials = dockerconfig.resolve(ref.repository.registry)
     except SkiffError:
-        credentials = dockerconfig.ANONYMOUS
+        credentials = ANONYMOUS
     with RegistryClient(ref.repository, credentials, actions=("pull",)) as client:
         data, media_type = client.get_manifest(ref.identifier)
         if media_type in INDEX_TYPES or b'"manifests"' in data[:4096]:

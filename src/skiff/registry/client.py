@@ -162,7 +162,7 @@ class RegistryClient:
                     "(no WWW-Authenticate header)",
                     "the registry or a proxy in front of it is misconfigured",
                 )
-            challenges = tuple(parse_challenges(header))
+            challenges = tuple(parse_challenges(header, self.host))
             if not any(c.scheme in ("basic", "bearer") for c in challenges):
                 schemes = ", ".join(c.scheme for c in challenges)
                 raise ProtocolError(
@@ -314,7 +314,7 @@ class RegistryClient:
                 f"{self.host} opened an upload session without a Location header",
                 status=response.status_code,
             )
-        return UploadSession(self._absolute(location))
+        return UploadSession(self.absolute(location))
 
     def cancel_upload(self, session: UploadSession, scopes: Sequence[str] = ()) -> bool:
         """Best effort: registries may refuse (GHCR: 405) and sessions expire anyway.
@@ -354,7 +354,8 @@ class RegistryClient:
             return ServerError(base, status=status, code=code)
         return ProtocolError(base, status=status, code=code)
 
-    def _absolute(self, location: str) -> str:
+    def absolute(self, location: str) -> str:
+        """Upload locations may be relative to the API's base URL."""
         try:
             return str(httpx.URL(self.base_url).join(location))
         except (httpx.InvalidURL, ValueError) as exc:

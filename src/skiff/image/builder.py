@@ -1,0 +1,252 @@
+"""The daemonless builder: cog.yaml + model folder -> an OCI image in the build cache.
+
+Layers, bottom to top, ordered so that what changes least sits lowest: the base image, skiff's
+Cog runtime, the Python dependencies, the weights (uncompressed, one or more layers), the code.
+They are built in another order — runtime, weights and code while uv installs the dependencies
+in a second thread — and each is announced through ``on_layer`` as soon as it is in the cache, so
+a push can upload it while the rest is still being built.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from skiff import __version__
+from skiff import config as cogconfig
+from skiff.errors import BuildFailed
+from skiff.image.base import BaseImage, default_base, pull_base
+from skiff.image.layers import Entry, Layer, StatCache, build_layer
+from skiff.image.layout import Layout, default_layout
+from skiff.image.oci import LINUX_AMD64, Descriptor, ImageConfig, Manifest, Platform
+from skiff.image.pydeps import SITE_PACKAGES, python_deps_layer
+from skiff.image.sourcetree import plan_source_layers
+from skiff.runtime import runtime_dir
+
+RUNTIME_PATH = "/opt/skiff/python"
+CODE_ROOT = "/src"
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    base_image: str | None = None  # default: python:X.Y-slim for cog.yaml's python_version
+    platform: Platform = LINUX_AMD64
+    refresh_base: bool = False
+    tag: str | None = None  # a name for the image in the cache's index
+
+
+@dataclass(frozen=True)
+class BuiltLayer:
+    """A layer of the image and the part of the model it holds."""
+
+    descriptor: Descriptor
+    role: str  # base | runtime | deps | weights | code
+
+
+@dataclass
+class BuiltImage:
+    manifest: Manifest
+    manifest_descriptor: Descriptor
+    config_descriptor: Descriptor
+    layers: list[BuiltLayer]
+    base: BaseImage
+    warnings: list[str] = field(default_factory=list)
+
+
+LayerCallback = Callable[[BuiltLayer], None]
+
+
+class Builder:
+    """Builds one model folder. ``before_write`` runs before anything is written to the cache
+    (push uses it to wait for preflight); ``on_layer`` hears of each finished layer."""
+
+    def __init__(
+        self,
+        folder: Path,
+        options: BuildOptions | None = None,
+        *,
+        layout: Layout | None = None,
+        before_write: Callable[[], None] = lambda: None,
+        on_layer: LayerCallback | None = None,
+        on_status: Callable[[str], None] | None = None,
+    ) -> None:
+        self.folder = folder
+        self.options = options or BuildOptions()
+        self._layout = layout
+        self.before_write = before_write
+        self.on_layer = on_layer or (lambda _layer: None)
+        self.status = on_status or (lambda _text: None)
+        self._gate_lock = threading.Lock()
+        self._gate_passed = False
+
+    def _gate(self) -> None:
+        with self._gate_lock:
+            if not self._gate_passed:
+                self.before_write()
+                self._gate_passed = True
+
+    def build(self) -> BuiltImage:
+        cfg = cogconfig.load(self.folder)
+        cogconfig.check_local(cfg)
+        plan = plan_source_layers(self.folder)
+        warnings = [
+            f"{path} looks like a secret and will be in the image; add it to .dockerignore"
+            for path in plan.secret_like
+        ]
+        warnings += [f"left out {s.path}: {s.reason}" for s in plan.skipped]
+        self._gate()
+        layout = self._layout or default_layout()
+        stat_cache = StatCache(layout.root.parent / "stat-cache")
+        platform = self.options.platform
+
+        self.status("resolving the base image")
+        base_text = (
+            self.options.base_image
+            or os.environ.get("SKIFF_BASE_IMAGE")
+            or default_base(cfg.build.python_version)
+        )
+        base = pull_base(base_text, platform, layout, refresh=self.options.refresh_base)
+        for descriptor in base.layers:
+            self.on_layer(BuiltLayer(descriptor, "base"))
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="skiff-deps") as pool:
+            deps_future = pool.submit(self._deps_layer, cfg, layout, stat_cache)
+            runtime = self._layer(_runtime_entries(), layout, stat_cache, "gzip", "runtime")
+            weights = [
+                self._layer(group, layout, stat_cache, "none", "weights")
+                for group in plan.weights
+            ]
+            code = self._layer(plan.code, layout, stat_cache, "gzip", "code")
+            deps = _result(deps_future)
+            if deps is not None:
+                self.on_layer(BuiltLayer(deps.descriptor, "deps"))
+
+        ordered: list[tuple[Layer, str]] = [(runtime, "runtime")]
+        if deps is not None:
+            ordered.append((deps, "deps"))
+        ordered += [(w, "weights") for w in weights]
+        if plan.code:
+            ordered.append((code, "code"))
+
+        image_config = self._image_config(cfg, base, [layer for layer, _ in ordered])
+        config_desc = layout.write_json(
+            "application/vnd.oci.image.config.v1+json", image_config.to_bytes()
+        )
+        manifest = Manifest(
+            config=config_desc,
+            layers=(*base.layers, *(layer.descriptor for layer, _ in ordered)),
+        )
+        manifest_desc = layout.write_json(manifest.media_type, manifest.to_bytes())
+        if self.options.tag:
+            layout.tag(self.options.tag, manifest_desc)
+        layers = [BuiltLayer(d, "base") for d in base.layers] + [
+            BuiltLayer(layer.descriptor, role) for layer, role in ordered
+        ]
+        return BuiltImage(manifest, manifest_desc, config_desc, layers, base, warnings)
+
+    def _layer(
+        self, entries: list[Entry], layout: Layout, stat_cache: StatCache, compression: Any,
+        role: str,
+    ) -> Layer:
+        self.status(f"building the {role} layer")
+        layer = build_layer(entries, layout, compression, stat_cache=stat_cache)
+        if entries:
+            self.on_layer(BuiltLayer(layer.descriptor, role))
+        return layer
+
+    def _deps_layer(
+        self, cfg: cogconfig.Config, layout: Layout, stat_cache: StatCache
+    ) -> Layer | None:
+        requirements: list[str] | Path
+        if cfg.build.python_requirements:
+            requirements = cfg.root / cfg.build.python_requirements
+        else:
+            requirements = list(cfg.build.python_packages)
+        return python_deps_layer(
+            requirements, cfg.build.python_version, self.options.platform, layout,
+            stat_cache=stat_cache,
+        )
+
+    def _image_config(
+        self, cfg: cogconfig.Config, base: BaseImage, layers: list[Layer]
+    ) -> ImageConfig:
+        env = {
+            "PYTHONPATH": f"{RUNTIME_PATH}:{SITE_PACKAGES}",
+            "PYTHONUNBUFFERED": "1",
+            "COG_MAX_CONCURRENCY": str(cfg.concurrency.max if cfg.concurrency else 1),
+        }
+        if cfg.predict:
+            env["COG_PREDICTOR"] = cfg.predict
+        env.update(cfg.environment_vars)
+        labels = {
+            "run.cog.config": json.dumps(_raw_yaml(cfg.root), sort_keys=True),
+            "run.cog.version": __version__,
+            "org.opencontainers.image.title": cfg.root.resolve().name,
+        }
+        schema = _openapi_schema(cfg.root)
+        if schema is not None:
+            labels["run.cog.openapi_schema"] = schema
+        return (
+            base.config.with_env(env)
+            .with_labels(labels)
+            .with_run(cmd=["python3", "-m", "cog.server.http"], working_dir=CODE_ROOT)
+            .with_layers((layer.diff_id for layer in layers), f"skiff build {__version__}")
+        )
+
+
+def _result(future: Future[Layer | None]) -> Layer | None:
+    return future.result()
+
+
+def _runtime_entries() -> list[Entry]:
+    """skiff's ``cog`` package, as it will be imported inside the image."""
+    root = runtime_dir()
+    entries: list[Entry] = []
+    for path in sorted((root / "cog").rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        entries.append(Entry.file(f"{RUNTIME_PATH}/{rel}", path.read_bytes(), 0o644))
+    return entries
+
+
+def _raw_yaml(folder: Path) -> Any:
+    try:
+        return yaml.safe_load((folder / "cog.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return {}
+
+
+def _openapi_schema(folder: Path) -> str | None:
+    """Cog's schema label, computed by importing the predictor with skiff's runtime.
+
+    Needs the predictor's imports to be importable here; when they are not (heavy ML
+    dependencies built for another platform), the label is left out and the server computes
+    the schema at start-up instead.
+    """
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(runtime_dir()), str(folder)])
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "cog.command.openapi_schema"],
+            cwd=folder, env=env, capture_output=True, text=True, timeout=60, check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if result.returncode != 0:
+        return None
+    try:
+        return json.dumps(json.loads(result.stdout), sort_keys=True, separators=(",", ":"))
+    except ValueError:
+        return None
+
+
+__all__ = ["BuildFailed", "BuildOptions", "Builder", "BuiltImage", "BuiltLayer"]

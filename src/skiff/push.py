@@ -1,0 +1,288 @@
+"""``skiff push`` as a pipeline: preflight beside the build, each layer uploaded as soon as it is
+built, the manifest last — only after every blob is in the registry.
+
+Nothing is written to the build cache before preflight has passed, so a rejected destination
+costs well under a second and leaves no trace. A failure after the build leaves the build in the
+cache: the next push reuses it and uploads only what the registry still lacks.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from skiff import reference as refs
+from skiff.auth import dockerconfig
+from skiff.digest import Digest
+from skiff.errors import DestinationRejected, InvalidInput, SkiffError, UploadFailed
+from skiff.image.builder import Builder, BuildOptions, BuiltImage, BuiltLayer
+from skiff.image.layout import Layout, default_layout
+from skiff.preflight import CheckResult, Report, Severity, run_preflight
+from skiff.registry.client import RegistryClient
+from skiff.registry.errors import RegistryError
+from skiff.registry.transport import TransportOptions
+from skiff.registry.upload import BlobResult, BlobSource, Outcome, push_blob
+
+CACHED_HINT = "the build is cached: run the same push again and only what is missing is uploaded"
+
+
+class PushEvents(Protocol):
+    """What a push tells its user while it runs (the CLI draws progress from these)."""
+
+    def check(self, result: CheckResult) -> None: ...
+    def status(self, text: str) -> None: ...
+    def blob_started(self, digest: Digest, size: int, role: str) -> None: ...
+    def blob_progress(self, digest: Digest, done: int) -> None: ...
+    def blob_finished(self, result: BlobResult, role: str) -> None: ...
+
+
+class QuietEvents:
+    def check(self, result: CheckResult) -> None: ...
+    def status(self, text: str) -> None: ...
+    def blob_started(self, digest: Digest, size: int, role: str) -> None: ...
+    def blob_progress(self, digest: Digest, done: int) -> None: ...
+    def blob_finished(self, result: BlobResult, role: str) -> None: ...
+
+
+class PreflightRejected(DestinationRejected):
+    """Preflight said no; ``report`` has every check."""
+
+    def __init__(self, report: Report) -> None:
+        failure = report.failure
+        assert failure is not None
+        super().__init__(failure.message, failure.hint)
+        self.report = report
+
+
+class PreflightInvalid(InvalidInput):
+    def __init__(self, report: Report) -> None:
+        failure = report.failure
+        assert failure is not None
+        super().__init__(failure.message, failure.hint)
+        self.report = report
+
+
+@dataclass(frozen=True)
+class PushOptions:
+    build: BuildOptions = field(default_factory=BuildOptions)
+    parallel: int = 3  # blobs in flight at once, as peers do
+    chunk_size: int | None = None
+
+
+@dataclass(frozen=True)
+class LayerReport:
+    digest: Digest
+    size: int
+    role: str
+    outcome: Outcome
+    bytes_sent: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "digest": str(self.digest),
+            "size": self.size,
+            "role": self.role,
+            "status": str(self.outcome),
+            "bytes_uploaded": self.bytes_sent,
+        }
+
+
+@dataclass
+class PushResult:
+    reference: refs.Reference
+    digest: Digest
+    layers: list[LayerReport]
+    preflight: Report
+    warnings: list[str]
+    elapsed_s: float
+
+    @property
+    def bytes_uploaded(self) -> int:
+        return sum(layer.bytes_sent for layer in self.layers)
+
+    @property
+    def pinned(self) -> str:
+        return f"{self.reference.repository}@{self.digest}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": True,
+            "reference": str(self.reference),
+            "digest": str(self.digest),
+            "pinned": self.pinned,
+            "bytes_uploaded": self.bytes_uploaded,
+            "elapsed_ms": round(self.elapsed_s * 1000, 1),
+            "layers": [layer.to_json() for layer in self.layers],
+            "checks": [r.to_json() for r in self.preflight.results],
+            "warnings": self.warnings,
+        }
+
+
+def push(
+    folder: Path,
+    text: str,
+    options: PushOptions | None = None,
+    *,
+    events: PushEvents | None = None,
+    layout: Layout | None = None,
+) -> PushResult:
+    """Check, build and upload the model in ``folder`` to ``text``."""
+    options = options or PushOptions()
+    events = events or QuietEvents()
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="skiff-preflight") as pre_pool:
+        preflight = pre_pool.submit(run_preflight, text, model_dir=folder, on_result=events.check)
+        uploader: _Uploader | None = None
+
+        def wait_for_preflight() -> None:
+            nonlocal uploader
+            report = preflight.result()
+            _raise_if_failed(report)
+            assert report.reference is not None
+            uploader = _Uploader(refs.parse(report.reference), options, events)
+
+        def on_layer(layer: BuiltLayer) -> None:
+            assert uploader is not None
+            uploader.submit(layer, layout_ref[0])
+
+        layout_ref = [layout or default_layout()]
+        builder = Builder(
+            folder, options.build, layout=layout_ref[0], before_write=wait_for_preflight,
+            on_layer=on_layer, on_status=events.status,
+        )
+        try:
+            image = builder.build()
+        except SkiffError:
+            # A rejected destination explains a failed build better than the build's own error.
+            _raise_if_failed(preflight.result())
+            if uploader is not None:
+                uploader.abandon()
+            raise
+        report = preflight.result()
+    assert uploader is not None
+    with uploader:
+        return uploader.finish(image, layout_ref[0], report, started)
+
+
+def _raise_if_failed(report: Report) -> None:
+    failure = report.failure
+    if failure is None:
+        return
+    if failure.severity is Severity.INPUT:
+        raise PreflightInvalid(report)
+    raise PreflightRejected(report)
+
+
+class _Uploader:
+    """Uploads blobs in parallel as the builder announces them; the manifest goes last."""
+
+    def __init__(self, ref: refs.Reference, options: PushOptions, events: PushEvents) -> None:
+        self.ref = ref
+        self.options = options
+        self.events = events
+        try:
+            credentials = dockerconfig.resolve(ref.repository.registry)
+        except SkiffError as exc:
+            raise DestinationRejected(exc.message, exc.hint) from None
+        self.client = RegistryClient(
+            ref.repository, credentials,
+            options=TransportOptions.from_env(read_timeout=300.0),
+        )
+        self.pool = ThreadPoolExecutor(
+            max_workers=max(1, options.parallel), thread_name_prefix="skiff-upload"
+        )
+        self.futures: dict[Digest, tuple[Future[BlobResult], str]] = {}
+        self.lock = threading.Lock()
+        self.mount_from: tuple[str, ...] = ()
+
+    def __enter__(self) -> _Uploader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.client.close()
+
+    def abandon(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.client.close()
+
+    def submit(self, layer: BuiltLayer, layout: Layout) -> None:
+        self._submit(layer.descriptor.digest, layer.descriptor.size, layer.role, layout)
+
+    def _submit(self, digest: Digest, size: int, role: str, layout: Layout) -> None:
+        with self.lock:
+            if digest in self.futures:
+                return
+            blob = BlobSource(digest, size, _opener(layout, digest))
+            future = self.pool.submit(self._upload, blob, role)
+            self.futures[digest] = (future, role)
+
+    def _upload(self, blob: BlobSource, role: str) -> BlobResult:
+        self.events.blob_started(blob.digest, blob.size, role)
+        done = [0]
+
+        def progress(n: int) -> None:
+            done[0] += n
+            self.events.blob_progress(blob.digest, done[0])
+
+        mount = self.mount_from if role == "base" else ()
+        result = push_blob(
+            self.client, blob, mount_from=mount, chunk_size=self.options.chunk_size,
+            on_progress=progress,
+        )
+        self.events.blob_finished(result, role)
+        return result
+
+    def finish(
+        self, image: BuiltImage, layout: Layout, report: Report, started: float
+    ) -> PushResult:
+        if image.base.reference.repository.registry == self.ref.repository.registry:
+            self.mount_from = (image.base.reference.repository.path,)
+        for layer in image.layers:
+            self.submit(layer, layout)
+        self._submit(image.config_descriptor.digest, image.config_descriptor.size, "config",
+                     layout)
+        results: list[LayerReport] = []
+        errors: list[str] = []
+        for digest, (future, role) in list(self.futures.items()):
+            try:
+                blob = future.result()
+            except RegistryError as exc:
+                errors.append(exc.message)
+                continue
+            except SkiffError as exc:
+                errors.append(exc.message)
+                continue
+            results.append(LayerReport(digest, blob.size, role, blob.outcome, blob.bytes_sent))
+        if errors:
+            raise UploadFailed(
+                f"upload to {self.ref.repository} failed: {errors[0]}"
+                + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""),
+                CACHED_HINT,
+            )
+        self.events.status("writing the manifest")
+        manifest_bytes = layout.read_bytes(image.manifest_descriptor.digest)
+        try:
+            digest = self.client.put_manifest(
+                self.ref.identifier, manifest_bytes, image.manifest.media_type
+            )
+        except RegistryError as exc:
+            raise UploadFailed(
+                f"the registry refused the manifest of {self.ref}: {exc.message}",
+                exc.hint or CACHED_HINT,
+            ) from None
+        order = {layer.descriptor.digest: i for i, layer in enumerate(image.layers)}
+        results.sort(key=lambda r: order.get(r.digest, len(order)))
+        return PushResult(
+            self.ref, digest, results, report, image.warnings, time.perf_counter() - started
+        )
+
+
+def _opener(layout: Layout, digest: Digest) -> Callable[[], Any]:
+    path = layout.path(digest)
+    return lambda: path.open("rb")

@@ -1,0 +1,245 @@
+"""Putting one blob into a repository with as few bytes on the wire as possible.
+
+In order: ``HEAD`` (the registry has it: done), a cross-repository mount from a repository of the
+same registry known to hold it (no bytes sent), else an upload: one ``PUT`` for a small blob,
+``PATCH`` chunks for a large one. Chunks are bytes in memory (bounded by the chunk size), so the
+transport can retry them and the auth flow can refresh a token and resend them; after a broken
+connection the upload resumes from the offset the registry reports.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import httpx
+
+from skiff.digest import Digest
+from skiff.registry.client import RegistryClient, UploadSession
+from skiff.registry.errors import ProtocolError, RegistryError, ServerError, Unreachable
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CHUNK = 32 * 1024 * 1024
+# Registries that refuse large PATCH bodies (GHCR caps them at 4 MiB).
+CHUNK_LIMITS = {"ghcr.io": 4 * 1024 * 1024}
+RESUME_ATTEMPTS = 5
+
+
+class Outcome(enum.StrEnum):
+    SKIPPED = "skipped"  # already in the repository
+    MOUNTED = "mounted"  # linked from another repository of the registry
+    UPLOADED = "uploaded"
+
+
+@dataclass(frozen=True)
+class BlobSource:
+    """A blob to push: its digest, its size, and how to read it from the start."""
+
+    digest: Digest
+    size: int
+    open: Callable[[], BinaryIO]
+    media_type: str = "application/octet-stream"
+
+
+@dataclass(frozen=True)
+class BlobResult:
+    digest: Digest
+    size: int
+    outcome: Outcome
+    bytes_sent: int
+
+
+Progress = Callable[[int], None]
+
+
+def push_blob(
+    client: RegistryClient,
+    blob: BlobSource,
+    *,
+    mount_from: Sequence[str] = (),
+    chunk_size: int | None = None,
+    on_progress: Progress | None = None,
+) -> BlobResult:
+    """Make ``blob`` present in the client's repository; returns how, and what it cost."""
+    progress = on_progress or (lambda _n: None)
+    if client.head_blob(blob.digest) is not None:
+        progress(blob.size)
+        return BlobResult(blob.digest, blob.size, Outcome.SKIPPED, 0)
+    for source in mount_from:
+        if source == client.repository.path:
+            continue
+        session = client.start_upload(mount=blob.digest, from_repository=source)
+        if session is None:
+            progress(blob.size)
+            return BlobResult(blob.digest, blob.size, Outcome.MOUNTED, 0)
+        # The registry opened a normal session instead of mounting: use it.
+        sent = _upload(client, blob, session, chunk_size, progress)
+        return BlobResult(blob.digest, blob.size, Outcome.UPLOADED, sent)
+    session = client.start_upload()
+    assert session is not None
+    sent = _upload(client, blob, session, chunk_size, progress)
+    return BlobResult(blob.digest, blob.size, Outcome.UPLOADED, sent)
+
+
+def _chunk_size(client: RegistryClient, requested: int | None) -> int:
+    size = requested or DEFAULT_CHUNK
+    limit = CHUNK_LIMITS.get(client.repository.registry)
+    return min(size, limit) if limit else size
+
+
+def _upload(
+    client: RegistryClient,
+    blob: BlobSource,
+    session: UploadSession,
+    chunk_size: int | None,
+    progress: Progress,
+) -> int:
+    chunk = _chunk_size(client, chunk_size)
+    if blob.size <= chunk:
+        return _monolithic(client, blob, session, progress)
+    return _chunked(client, blob, session, chunk, progress)
+
+
+def _monolithic(
+    client: RegistryClient, blob: BlobSource, session: UploadSession, progress: Progress
+) -> int:
+    with blob.open() as handle:
+        data = handle.read()
+    _check_digest(blob, data)
+    what = f"uploading blob {blob.digest}"
+    response = client.send(
+        "PUT", session.location, what=what, params={"digest": str(blob.digest)}, content=data,
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    if response.status_code not in (201, 204):
+        raise client.error(response, what)
+    progress(len(data))
+    return len(data)
+
+
+def _chunked(
+    client: RegistryClient,
+    blob: BlobSource,
+    session: UploadSession,
+    chunk: int,
+    progress: Progress,
+) -> int:
+    what = f"uploading blob {blob.digest}"
+    location = session.location
+    offset = 0
+    sent = 0
+    failures = 0
+    hasher = _IncrementalCheck(blob)
+    with blob.open() as handle:
+        while offset < blob.size:
+            handle.seek(offset)
+            data = handle.read(min(chunk, blob.size - offset))
+            if not data:
+                raise ProtocolError(f"the blob {blob.digest} is shorter than its size {blob.size}")
+            end = offset + len(data) - 1
+            try:
+                response = client.send(
+                    "PATCH", location, what=what, content=data,
+                    headers={
+                        "Content-Type": "application/octet-stream",
+                        "Content-Range": f"{offset}-{end}",
+                    },
+                )
+                if response.status_code == 416:
+                    raise ProtocolError(f"{client.host} refused chunk {offset}-{end} (416)")
+                if response.status_code != 202:
+                    raise client.error(response, what)
+            except (Unreachable, ServerError, ProtocolError) as exc:
+                failures += 1
+                if failures > RESUME_ATTEMPTS:
+                    raise
+                log.info("chunk %d-%d of %s failed (%s); resuming", offset, end, blob.digest, exc)
+                time.sleep(min(0.25 * 2**failures, 5.0))
+                offset, location = _resume_point(client, location, offset)
+                hasher.rewind(offset)
+                continue
+            hasher.feed(offset, data)
+            location = client.absolute(response.headers.get("location") or location)
+            sent += len(data)
+            progress(len(data))
+            offset = end + 1
+    hasher.verify()
+    response = client.send(
+        "PUT", location, what=what, params={"digest": str(blob.digest)},
+        headers={"Content-Length": "0"},
+    )
+    if response.status_code not in (201, 204):
+        raise client.error(response, what)
+    return sent
+
+
+def _resume_point(client: RegistryClient, location: str, offset: int) -> tuple[int, str]:
+    """Ask the registry how much of the upload it holds (``GET`` -> 204 + ``Range: 0-N``)."""
+    try:
+        response = client.send("GET", location, what="checking an upload's progress")
+    except RegistryError:
+        return offset, location
+    if response.status_code != 204:
+        return offset, location
+    held = response.headers.get("range", "")
+    new_location = client.absolute(response.headers.get("location") or location)
+    try:
+        last = int(held.rsplit("-", 1)[1]) if "-" in held else -1
+    except ValueError:
+        return offset, location
+    return last + 1, new_location
+
+
+class _IncrementalCheck:
+    """Hashes the chunks as they go, so a blob that changed on disk is never committed."""
+
+    def __init__(self, blob: BlobSource) -> None:
+        import hashlib
+
+        self.blob = blob
+        self._new = hashlib.sha256
+        self.hash = hashlib.sha256()
+        self.position = 0
+
+    def feed(self, offset: int, data: bytes) -> None:
+        if offset == self.position:
+            self.hash.update(data)
+            self.position += len(data)
+
+    def rewind(self, offset: int) -> None:
+        if offset < self.position:
+            # Rare (the registry lost data): re-hash from the start up to the offset.
+            self.hash = self._new()
+            self.position = 0
+            with self.blob.open() as handle:
+                remaining = offset
+                while remaining:
+                    data = handle.read(min(remaining, 1 << 20))
+                    if not data:
+                        break
+                    self.hash.update(data)
+                    remaining -= len(data)
+                    self.position += len(data)
+
+    def verify(self) -> None:
+        if self.hash.hexdigest() != self.blob.digest.hex:
+            raise ProtocolError(
+                f"the content of blob {self.blob.digest} changed while it was uploaded",
+                "the build cache was modified during the push; run the push again",
+            )
+
+
+def _check_digest(blob: BlobSource, data: bytes) -> None:
+    if Digest.of(data) != blob.digest:
+        raise ProtocolError(
+            f"cached blob {blob.digest} does not match its digest",
+            "the build cache is corrupted; run the build again",
+        )
+
+
+__all__ = ["BlobResult", "BlobSource", "Outcome", "httpx", "push_blob"]
