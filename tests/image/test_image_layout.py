@@ -12,7 +12,7 @@ import pytest
 from skiff.digest import Digest
 from skiff.errors import BuildFailed, InvalidInput
 from skiff.image.layout import Layout, cache_dir, default_layout
-from skiff.image.oci import OCI_CONFIG, OCI_LAYER, Descriptor, Manifest
+from skiff.image.oci import OCI_CONFIG, OCI_LAYER, Descriptor, ImageConfig, Manifest, Platform
 
 
 def _leftovers(layout: Layout) -> list[str]:
@@ -151,3 +151,28 @@ def test_export_unknown_name_and_missing_blob(tmp_path: Path) -> None:
     layout.path(manifest.layers[0].digest).unlink()
     with pytest.raises(BuildFailed, match="missing"):
         layout.export("model", tmp_path / "out2")
+
+
+def test_write_image_checks_layers_against_the_config(tmp_path: Path) -> None:
+    layout = Layout.open(tmp_path)
+    layer = Descriptor(OCI_LAYER, layout.write_bytes(b"tar"), 3)
+    config = ImageConfig.for_platform(Platform.parse("linux/amd64")).with_layers(
+        [layer.digest], "x"
+    )
+    with pytest.raises(BuildFailed, match="1 layers but its config lists 2"):
+        layout.write_image(config.with_layers([layer.digest], "y"), [layer])
+    ghost = Descriptor(OCI_LAYER, Digest.of(b"not stored"), 10)
+    with pytest.raises(BuildFailed, match="missing"):
+        layout.write_image(config, [ghost])
+    manifest = layout.write_image(config, [layer], "m")
+    assert layout.closure(manifest)[1:] == [config.descriptor(), layer]
+
+
+def test_open_removes_only_stale_temporaries(tmp_path: Path) -> None:
+    layout = Layout.open(tmp_path)
+    stale, fresh = layout.blob_dir / ".ingest-old.tmp", layout.blob_dir / ".ingest-new.tmp"
+    stale.write_bytes(b"half")
+    fresh.write_bytes(b"half")
+    os.utime(stale, (1, 1))
+    Layout.open(tmp_path)
+    assert not stale.exists() and fresh.exists()

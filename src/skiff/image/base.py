@@ -116,8 +116,12 @@ def _pull(
     oci = Manifest(
         config=replace(manifest.config, media_type="application/vnd.oci.image.config.v1+json"),
         layers=tuple(
-            replace(d, media_type=_TO_OCI.get(d.media_type, d.media_type).replace(
-                _DOCKER_UNCOMPRESSED, "application/vnd.oci.image.layer.v1.tar"))
+            replace(
+                d,
+                media_type=_TO_OCI.get(d.media_type, d.media_type).replace(
+                    _DOCKER_UNCOMPRESSED, "application/vnd.oci.image.layer.v1.tar"
+                ),
+            )
             for d in manifest.layers
         ),
     )

@@ -123,8 +123,7 @@ class Builder:
             deps_future = pool.submit(self._deps_layer, cfg, layout, stat_cache)
             runtime = self._layer(_runtime_entries(), layout, stat_cache, "gzip", "runtime")
             weights = [
-                self._layer(group, layout, stat_cache, "none", "weights")
-                for group in plan.weights
+                self._layer(group, layout, stat_cache, "none", "weights") for group in plan.weights
             ]
             code = self._layer(plan.code, layout, stat_cache, "gzip", "code")
             deps = _result(deps_future)
@@ -155,7 +154,11 @@ class Builder:
         return BuiltImage(manifest, manifest_desc, config_desc, layers, base, warnings)
 
     def _layer(
-        self, entries: list[Entry], layout: Layout, stat_cache: StatCache, compression: Any,
+        self,
+        entries: list[Entry],
+        layout: Layout,
+        stat_cache: StatCache,
+        compression: Any,
         role: str,
     ) -> Layer:
         self.status(f"building the {role} layer")
@@ -173,7 +176,10 @@ class Builder:
         else:
             requirements = list(cfg.build.python_packages)
         return python_deps_layer(
-            requirements, cfg.build.python_version, self.options.platform, layout,
+            requirements,
+            cfg.build.python_version,
+            self.options.platform,
+            layout,
             stat_cache=stat_cache,
         )
 
@@ -237,7 +243,12 @@ def _openapi_schema(folder: Path) -> str | None:
     try:
         result = subprocess.run(
             [sys.executable, "-m", "cog.command.openapi_schema"],
-            cwd=folder, env=env, capture_output=True, text=True, timeout=60, check=False,
+            cwd=folder,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
     except (OSError, subprocess.TimeoutExpired):
         return None

@@ -14,7 +14,8 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -24,13 +25,16 @@ from skiff.errors import BuildFailed, InvalidInput
 from skiff.image.oci import (
     INDEX_TYPES,
     MANIFEST_TYPES,
+    OCI_CONFIG,
     REF_NAME_ANNOTATION,
     Descriptor,
+    ImageConfig,
     Index,
     Manifest,
 )
 
 _CHUNK = 1 << 20
+_STALE_AFTER = 24 * 3600
 _LAYOUT_MARKER = b'{"imageLayoutVersion":"1.0.0"}'
 
 
@@ -166,12 +170,21 @@ class Layout:
                 write_atomic(root / "oci-layout", _LAYOUT_MARKER)
             if not (root / "index.json").exists():
                 write_atomic(root / "index.json", Index(()).to_bytes())
+            layout._remove_stale_temporaries()
         except OSError as exc:
             raise BuildFailed(
                 f"cannot create the OCI layout at {root}: {exc.strerror}",
                 "check the folder's permissions, or set SKIFF_CACHE_DIR to a writable folder",
             ) from None
         return layout
+
+    def _remove_stale_temporaries(self) -> None:
+        # Left by a process that was killed mid-write; a day old means nobody is writing them.
+        cutoff = time.time() - _STALE_AFTER
+        for tmp in self.blob_dir.glob(".ingest-*.tmp"):
+            with contextlib.suppress(OSError):
+                if tmp.stat().st_mtime < cutoff:
+                    tmp.unlink()
 
     # -- blobs ---------------------------------------------------------------------------------
 
@@ -278,6 +291,28 @@ class Layout:
             out.append(manifest.config)
             out.extend(manifest.layers)
         return out
+
+    def write_image(
+        self, config: ImageConfig, layers: Sequence[Descriptor], name: str | None = None
+    ) -> Descriptor:
+        """Stores the config and the manifest of an image whose layers are already stored.
+
+        ``layers`` are bottom first and must match ``config``'s diff_ids; with ``name`` the image
+        is also tagged in index.json. Returns the manifest's descriptor.
+        """
+        if len(layers) != len(config.diff_ids):
+            raise BuildFailed(
+                f"the image has {len(layers)} layers but its config lists {len(config.diff_ids)}"
+            )
+        missing = [str(d.digest) for d in layers if not self.has(d.digest, d.size)]
+        if missing:
+            raise BuildFailed(f"layers missing from the cache {self.root}: {', '.join(missing)}")
+        config_desc = self.write_json(OCI_CONFIG, config.to_bytes())
+        manifest = Manifest(config_desc, tuple(layers))
+        descriptor = self.write_json(manifest.media_type, manifest.to_bytes())
+        if name is not None:
+            self.tag(name, descriptor)
+        return descriptor
 
     def export(self, name: str, dest: Path) -> Descriptor:
         """Writes the image tagged ``name`` into ``dest`` as a standard OCI layout.

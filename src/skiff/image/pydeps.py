@@ -112,6 +112,15 @@ def python_platform(platform: Platform) -> str:
     return _PLATFORM_TAGS[platform.architecture]
 
 
+def _uv_env() -> dict[str, str]:
+    # skiff trusts the system certificate store (and SSL_CERT_FILE); uv by default trusts only
+    # its bundled roots, which fails behind TLS-inspecting proxies. Old and new names of the knob.
+    env = dict(os.environ)
+    env.setdefault("UV_NATIVE_TLS", "1")
+    env.setdefault("UV_SYSTEM_CERTS", "1")
+    return env
+
+
 def _check_python_version(version: str) -> None:
     if not _PYTHON_VERSION.match(version):
         raise InvalidInput(
@@ -120,7 +129,8 @@ def _check_python_version(version: str) -> None:
 
 
 def _stderr_tail(text: str) -> str:
-    return "\n".join(text.strip().splitlines()[-_STDERR_TAIL:])
+    lines = [line for line in text.strip().splitlines() if not line.startswith("Using ")]
+    return "\n".join(lines[-_STDERR_TAIL:])
 
 
 def install_python_deps(
@@ -163,7 +173,7 @@ def install_python_deps(
                 "-r",
                 req_file,
             ]
-            done = subprocess.run(args, capture_output=True, text=True)
+            done = subprocess.run(args, capture_output=True, text=True, env=_uv_env())
         finally:
             os.unlink(req_file)
     if done.returncode != 0:
