@@ -87,7 +87,7 @@ def test_protocol_error_quotes_a_bounded_part_of_the_header() -> None:
     assert len(info.value.message) < 400
 
 
-_header_alphabet = st.sampled_from(list('Bearer Basic realm="service,= \\\t;x:/') + ["\x00", "é"])
+_header_alphabet = st.sampled_from([*list('Bearer Basic realm="service,= \\\t;x:/'), "\x00", "é"])
 
 
 @settings(max_examples=400, deadline=None)

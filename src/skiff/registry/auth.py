@@ -113,7 +113,7 @@ class RegistryAuth(httpx.Auth):
         header = response.headers.get("www-authenticate")
         if not header:
             return
-        challenges = parse_challenges(header)
+        challenges = parse_challenges(header, self.host)
         bearer = next((c for c in challenges if c.scheme == "bearer"), None)
         basic = next((c for c in challenges if c.scheme == "basic"), None)
         if bearer is not None:

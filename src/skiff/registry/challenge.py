@@ -16,6 +16,7 @@ from skiff.registry.errors import ProtocolError
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _SPACE = re.compile(r"[ \t]*")
+_MISCONFIGURED = "the registry or a proxy in front of it is misconfigured"
 
 
 @dataclass(frozen=True)
@@ -42,22 +43,25 @@ class Challenge:
         return self.params.get("error")
 
 
-def parse_challenges(header: str) -> list[Challenge]:
+def parse_challenges(header: str, host: str = "the registry") -> list[Challenge]:
     """Parse a WWW-Authenticate header value into its challenges, in order.
 
     Raises ProtocolError on text that is not a challenge list, so a garbled header is reported
-    as the registry's fault instead of surfacing as a crash.
+    as the fault of ``host`` (named in the message) instead of surfacing as a crash.
     """
-    parser = _Parser(header)
+    parser = _Parser(header, host)
     challenges = parser.challenges()
     if not challenges:
-        raise ProtocolError(f"the registry sent an empty WWW-Authenticate header: {header!r}")
+        raise ProtocolError(
+            f"{host} sent an empty WWW-Authenticate header: {header[:200]!r}", _MISCONFIGURED
+        )
     return challenges
 
 
 class _Parser:
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, host: str) -> None:
         self.text = text
+        self.host = host
         self.pos = 0
 
     def _skip_space(self) -> None:
@@ -71,8 +75,9 @@ class _Parser:
 
     def _fail(self, what: str) -> ProtocolError:
         return ProtocolError(
-            f"the registry sent a malformed WWW-Authenticate header ({what} at character "
-            f"{self.pos + 1}): {self.text[:200]!r}"
+            f"{self.host} sent a malformed WWW-Authenticate header ({what} at character "
+            f"{self.pos + 1}): {self.text[:200]!r}",
+            _MISCONFIGURED,
         )
 
     def _token(self) -> str | None:

@@ -171,6 +171,13 @@ class RegistryClient:
             self.auth.challenge = next(
                 c for c in challenges if c.scheme in ("bearer", "basic")
             )
+        elif response.status_code == 200 and "html" in response.headers.get("content-type", ""):
+            # A web server or captive portal, not a registry: fail here, not at the write probe.
+            raise ProtocolError(
+                f"{self.host} is not a registry: GET /v2/ answered with a web page",
+                "check the host name: it should be the registry, not a web site",
+                status=200,
+            )
         elif response.status_code == 404:
             raise ProtocolError(
                 f"{self.host} does not serve the registry API (GET /v2/ answered 404)",

@@ -156,12 +156,22 @@ def _retry_after(response: httpx.Response) -> float | None:
 
 
 def _causes(exc: BaseException) -> Iterable[BaseException]:
+    """The exception and what caused it, down to the socket or SSL error.
+
+    httpx chains its own errors with ``from``, so their implicit ``__context__`` is only what
+    was being handled when they were raised (e.g. the failed HTTPS attempt before a plain-HTTP
+    fallback), not why they failed: following it would blame a redirect loop on TLS. httpcore
+    raises its errors implicitly, so below httpx the context is the cause.
+    """
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         yield current
-        current = current.__cause__ or current.__context__
+        if isinstance(current, httpx.HTTPError):
+            current = current.__cause__
+        else:
+            current = current.__cause__ or current.__context__
 
 
 def translate(exc: httpx.HTTPError, host: str, options: TransportOptions) -> RegistryError:
