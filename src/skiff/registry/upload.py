@@ -113,7 +113,7 @@ def _monolithic(
     _check_digest(blob, data)
     what = f"uploading blob {blob.digest}"
     response = client.send(
-        "PUT", session.location, what=what, params={"digest": str(blob.digest)}, content=data,
+        "PUT", _with_digest(session.location, blob.digest), what=what, content=data,
         headers={"Content-Type": "application/octet-stream"},
     )
     if response.status_code not in (201, 204):
@@ -170,12 +170,17 @@ def _chunked(
             offset = end + 1
     hasher.verify()
     response = client.send(
-        "PUT", location, what=what, params={"digest": str(blob.digest)},
+        "PUT", _with_digest(location, blob.digest), what=what,
         headers={"Content-Length": "0"},
     )
     if response.status_code not in (201, 204):
         raise client.error(response, what)
     return sent
+
+
+def _with_digest(location: str, digest: Digest) -> str:
+    # Added to the query, never replacing it: the location carries the session's state.
+    return str(httpx.URL(location).copy_add_param("digest", str(digest)))
 
 
 def _resume_point(client: RegistryClient, location: str, offset: int) -> tuple[int, str]:
@@ -242,4 +247,4 @@ def _check_digest(blob: BlobSource, data: bytes) -> None:
         )
 
 
-__all__ = ["BlobResult", "BlobSource", "Outcome", "httpx", "push_blob"]
+__all__ = ["BlobResult", "BlobSource", "Outcome", "push_blob"]
