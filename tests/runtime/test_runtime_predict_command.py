@@ -74,3 +74,11 @@ def test_setup_failure_exits_1() -> None:
     assert result.returncode == 1
     assert "weights missing" in result.stderr
     assert "setup() failed" in result.stderr
+
+
+def test_file_type_input_is_an_open_file(tmp_path: Path) -> None:
+    doc = tmp_path / "blob.bin"
+    doc.write_bytes(b"bytes here")
+    result = predict("files", "-i", f"blob=@{doc}", ref="predict.py:Reader")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["output"] == "bytes here"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import inspect
+import io
 import os
 import shutil
 import tempfile
@@ -253,6 +254,7 @@ class Runner:
             p.status = "failed"
             p.error = f"internal error: {e}"
         finally:
+            _close_inputs(values)
             shutil.rmtree(workdir, ignore_errors=True)
             p.completed_at = now_iso()
             with self._lock:
@@ -266,6 +268,8 @@ class Runner:
         """Fetch input files and run user code; returns the exception raised (or None)."""
         try:
             kwargs = {k: _resolve(v, workdir) for k, v in values.items()}
+            # Remember opened File inputs so the finally block can close them.
+            values.update((k, v) for k, v in kwargs.items() if _is_open_file(v))
             with self._lock:
                 if p.cancel_requested:
                     raise CancelationException()
@@ -355,6 +359,20 @@ def _resolve(value: Any, workdir: str) -> Any:
     if isinstance(value, list):
         return [_resolve(v, workdir) for v in value]
     return value
+
+
+def _is_open_file(value: Any) -> bool:
+    return isinstance(value, io.IOBase) or (
+        isinstance(value, list) and any(isinstance(v, io.IOBase) for v in value)
+    )
+
+
+def _close_inputs(values: dict[str, Any]) -> None:
+    """Close File inputs the runtime opened, before their temp files are removed."""
+    for value in values.values():
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, io.IOBase):
+                item.close()
 
 
 def _weights() -> Any:

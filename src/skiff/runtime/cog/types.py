@@ -48,7 +48,6 @@ class FieldInfo:
 
 def Input(
     default: Any = MISSING,
-    *,
     description: str | None = None,
     ge: float | None = None,
     le: float | None = None,
@@ -60,7 +59,8 @@ def Input(
 ) -> Any:
     """Describe a predict() parameter; typed ``Any`` so ``x: int = Input(...)`` type-checks."""
     return FieldInfo(
-        default=default,
+        # pydantic's Field(...) spelling of "required", found in older predictors.
+        default=MISSING if default is Ellipsis else default,
         description=description,
         ge=ge,
         le=le,

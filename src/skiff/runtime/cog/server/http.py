@@ -93,9 +93,21 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _read_json(self) -> tuple[Any, list[InputError]]:
+    def _read_body(self) -> bytes:
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            chunks: list[bytes] = []
+            while True:
+                size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
+                if size == 0:
+                    self.rfile.readline()  # the blank line after the last chunk
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
         length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length > 0 else b""
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _read_json(self) -> tuple[Any, list[InputError]]:
+        raw = self._read_body()
         if not raw.strip():
             return {}, []
         try:
@@ -287,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     threading.Thread(target=app.boot, name="cog-setup", daemon=True).start()
     print(f"serving on http://{args.host}:{server.server_address[1]}", file=sys.stderr, flush=True)
     try:
-        server.serve_forever()
+        server.serve_forever(poll_interval=0.1)
     except KeyboardInterrupt:
         pass
     finally:
