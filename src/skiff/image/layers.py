@@ -3,7 +3,9 @@
 Reproducible means: the same entries give the same bytes on any machine. Entries are sorted,
 parent directories are added, and every header carries mtime 0, uid/gid 0, empty user/group names
 and the mode the caller chose; nothing from the host (owner, time, inode) reaches the tar. Gzip
-headers get mtime 0, no file name, and a fixed level.
+headers get mtime 0, no file name, and a fixed level. (The diff_id depends on nothing else; a
+gzip digest also depends on the zlib implementation, and zlib-ng, used by some distributions,
+compresses differently from zlib. Weights layers are uncompressed, so their digests never do.)
 
 Files are streamed (constant memory) into a blob while both the compressed digest and the
 uncompressed one (the diff_id) are computed in the same pass. A fingerprint of the sources'

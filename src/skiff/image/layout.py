@@ -203,7 +203,11 @@ class Layout:
         return BlobWriter(self, expected)
 
     def ingest(self, chunks: Iterable[bytes], expected: Digest | None = None) -> tuple[Digest, int]:
-        """Streams chunks into a blob while hashing them; memory use does not grow with size."""
+        """Streams chunks into a blob while hashing them; memory use does not grow with size.
+
+        With ``expected``, content that does not hash to it is refused, and if that blob is
+        already stored the chunks are not consumed at all.
+        """
         if expected is not None and self.has(expected):
             # Already stored: content addressing makes reading the source again pointless.
             return expected, self.path(expected).stat().st_size

@@ -129,7 +129,7 @@ class Descriptor:
                 annotations=dict(value["annotations"]) if value.get("annotations") else None,
                 platform=Platform.from_json(platform) if platform else None,
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, InvalidInput) as exc:
             raise BuildFailed(f"malformed descriptor {dict(value)!r}: {exc}") from None
 
     def with_annotations(self, **annotations: str) -> Descriptor:

@@ -235,7 +235,11 @@ def plan_source_layers(
             rel = posixpath.join(rel_dir, child.name) if rel_dir else child.name
             excluded = ignore.excluded(rel)
             dest = posixpath.join(image_root, rel)
-            st = child.stat(follow_symlinks=False)
+            try:
+                st = child.stat(follow_symlinks=False)
+            except OSError as exc:  # vanished or unreadable while we walked
+                plan.skipped.append(Skipped(rel, f"cannot read: {exc.strerror}"))
+                continue
             if stat.S_ISDIR(st.st_mode):
                 if not excluded or ignore.may_reinclude_below(rel):
                     stack.append(rel)
@@ -247,7 +251,11 @@ def plan_source_layers(
                 continue
             full = Path(child.path)
             if stat.S_ISLNK(st.st_mode):
-                target = _symlink_target(root, rel, full)
+                try:
+                    target = _symlink_target(root, rel, full)
+                except OSError as exc:
+                    plan.skipped.append(Skipped(rel, f"cannot read the link: {exc.strerror}"))
+                    continue
                 if target is None:
                     plan.skipped.append(Skipped(rel, "symlink pointing outside the folder"))
                     continue
