@@ -201,3 +201,15 @@ def test_weights_and_code_layers_change_independently(tmp_path: Path) -> None:
     code3, weights3 = _layers(folder, layout)
     assert code3 != code2
     assert weights3 == weights2
+
+
+def test_long_and_non_ascii_names_are_reproducible(tmp_path: Path) -> None:
+    name = "/src/" + "/".join(["très-long-dossier"] * 12) + "/modèle.py"
+    digests = set()
+    for i in range(2):
+        layout = Layout.open(tmp_path / f"cache{i}")
+        layer = build_layer([Entry.file(name, b"x = 1\n")], layout, "gzip")
+        digests.add(layer.descriptor.digest)
+        names = [m.name for m in _members(layout, layer)]
+        assert names[-1] == name.lstrip("/")
+    assert len(digests) == 1

@@ -95,7 +95,10 @@ class BlobWriter:
 
     def write(self, data: bytes) -> int:
         self._hash.update(data)
-        self._file.write(data)
+        try:
+            self._file.write(data)
+        except OSError as exc:
+            raise self._layout.write_error(exc) from None
         self.size += len(data)
         return len(data)
 
@@ -118,6 +121,9 @@ class BlobWriter:
             os.chmod(self._tmp, 0o444)
             os.replace(self._tmp, self._layout.path(digest))
             _fsync_dir(self._layout.blob_dir)
+        except OSError as exc:
+            self.abort()
+            raise self._layout.write_error(exc) from None
         except BaseException:
             self.abort()
             raise
@@ -187,6 +193,13 @@ class Layout:
                     tmp.unlink()
 
     # -- blobs ---------------------------------------------------------------------------------
+
+    def write_error(self, exc: OSError) -> BuildFailed:
+        """The error to report when the disk refuses a write (full, read-only, permissions)."""
+        return BuildFailed(
+            f"cannot write to {self.root}: {exc.strerror or exc}",
+            "free some disk space, or set SKIFF_CACHE_DIR to a folder on a larger disk",
+        )
 
     def path(self, digest: Digest) -> Path:
         return self.blob_dir / digest.hex
@@ -337,7 +350,10 @@ class Layout:
                     f"blob {blob.digest} is missing from the cache {self.root}",
                     "rebuild the image (the cache was cleaned or damaged)",
                 )
-            _link_or_copy(src, target.path(blob.digest))
+            try:
+                _link_or_copy(src, target.path(blob.digest))
+            except OSError as exc:
+                raise target.write_error(exc) from None
         target.tag(name, _untagged(descriptor))
         return descriptor
 
