@@ -310,6 +310,56 @@ def _reference_from_config(directory: Path, as_json: bool) -> str:
 
 
 @app.command()
+def predict(
+    inputs: Annotated[
+        list[str] | None,
+        typer.Option("--input", "-i", help="NAME=VALUE, or NAME=@path for a file input."),
+    ] = None,
+    directory: DirOpt = Path("."),
+    output_dir: Annotated[
+        Path, typer.Option("--output", "-o", help="Where file outputs are written.")
+    ] = Path("."),
+) -> None:
+    """Run one prediction locally with Cog's API (the model's imports must be installed)."""
+    from skiff import local
+
+    try:
+        status = local.predict(directory, inputs or [], output_dir)
+    except SkiffError as exc:
+        fail(exc, False)
+    raise typer.Exit(status)
+
+
+@app.command()
+def serve(
+    port: Annotated[int, typer.Option("--port", "-p", help="Port to listen on.")] = 5000,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    directory: DirOpt = Path("."),
+) -> None:
+    """Serve Cog's HTTP API locally (POST /predictions, GET /openapi.json, ...)."""
+    from skiff import local
+
+    try:
+        status = local.serve(directory, port, host)
+    except SkiffError as exc:
+        fail(exc, False)
+    raise typer.Exit(status)
+
+
+@app.command()
+def init(directory: DirOpt = Path(".")) -> None:
+    """Write a starter cog.yaml and predict.py."""
+    from skiff import local
+
+    try:
+        written = local.init(directory)
+    except SkiffError as exc:
+        fail(exc, False)
+    for path in written:
+        stderr_console().print(f"wrote {path}")
+
+
+@app.command()
 def version() -> None:
     """Print skiff's version."""
     typer.echo(__version__)
