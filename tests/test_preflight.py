@@ -1,0 +1,318 @@
+"""Preflight in-process against real registries: a rejected push is rejected fast, with a message
+that names the repository, the account and what is missing, and leaves nothing behind."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+
+from skiff.preflight import (
+    CheckFailed,
+    CheckResult,
+    Context,
+    Report,
+    Severity,
+    Status,
+    run_preflight,
+)
+from skiff.reference import Reference
+from skiff.registry.transport import TransportOptions
+from support import USERS, DockerConfig, RegistryServer, push_tiny_image
+from support.misbehaving import MisbehavingServer, Reply, Route
+
+FAST = TransportOptions(backoff=0.01, connect_timeout=1.0, read_timeout=5.0)
+
+
+def preflight(text: str, **kwargs: object) -> Report:
+    kwargs.setdefault("options", FAST)
+    return run_preflight(text, **kwargs)  # type: ignore[arg-type]
+
+
+def statuses(report: Report) -> dict[str, Status]:
+    return {r.name: r.status for r in report.results}
+
+
+def assert_passed(report: Report) -> None:
+    """Every check ok, or skipped because it does not apply (never because something failed)."""
+    assert report.ok, report.to_json()
+    for result in report.results:
+        assert result.status in (Status.OK, Status.SKIPPED), result
+        if result.status is Status.SKIPPED:
+            assert "earlier check failed" not in result.message
+    assert statuses(report)["write access"] is Status.OK
+
+
+def open_uploads(registry: RegistryServer, repo: str) -> list[str]:
+    """Usable upload sessions (Distribution leaves an empty folder behind a cancelled one)."""
+    base = registry.root / "docker/registry/v2/repositories" / repo / "_uploads"
+    return [upload for upload in registry.uploads(repo) if (base / upload / "startedat").exists()]
+
+
+# -- the acceptance criterion: a push that will be rejected is rejected in under a second --------
+
+
+def test_alice_cannot_push_to_bobs_repository(
+    token_registry: RegistryServer, docker_config: DockerConfig
+) -> None:
+    docker_config.write_auth(token_registry.host, "alice", USERS["alice"])
+    report = preflight(f"{token_registry.host}/bob/model")
+    assert not report.ok
+    assert report.elapsed_ms < 1000
+    failure = report.failure
+    assert failure is not None
+    assert failure.severity is Severity.DESTINATION
+    assert "bob/model" in failure.message
+    assert "alice" in failure.message
+    assert "push" in failure.message
+    assert failure.hint
+    # Nothing was created: no repository, no blob, no upload session.
+    assert token_registry.repositories() == []
+    assert token_registry.blobs() == []
+    assert token_registry.uploads("bob/model") == []
+    # The checks after the failure did not run.
+    assert statuses(report)["tag"] is Status.SKIPPED
+
+
+def test_denied_upload_without_a_jwt_claim_is_reported_by_the_write_probe(
+    docker_config: DockerConfig,
+) -> None:
+    """An opaque token (GHCR) proves nothing: the write probe's 403 DENIED decides."""
+    body = '{"errors": [{"code": "DENIED", "message": "permission_denied: write_package"}]}'
+    challenge = Reply(401, "", {"WWW-Authenticate": 'Bearer realm="{base}/token"'})
+    routes: dict[str, Route] = {
+        "GET /v2/": lambda seen: Reply(200, "{}") if seen.authorized else challenge,
+        "GET /token": Reply(200, '{"token": "opaque-token-value-7f3a"}'),
+        "POST /v2/bob/model/blobs/uploads/": Reply(403, body),
+    }
+    with MisbehavingServer(routes) as server:
+        docker_config.write_auth(server.host, "alice", USERS["alice"])
+        report = preflight(f"{server.host}/bob/model")
+    failure = report.failure
+    assert failure is not None and failure.name == "write access"
+    assert statuses(report)["token scope"] is Status.SKIPPED
+    assert "'alice' may not push to" in failure.message
+    assert "bob/model" in failure.message
+    assert "permission_denied: write_package" in failure.message
+    assert "opaque-token-value-7f3a" not in repr(report.to_json())
+
+
+def test_missing_repository_is_reported(docker_config: DockerConfig) -> None:
+    routes = {
+        "GET /v2/": Reply(200, "{}"),
+        "POST /v2/team/model/blobs/uploads/": Reply(
+            404, '{"errors": [{"code": "NAME_UNKNOWN", "message": "repository not found"}]}'
+        ),
+    }
+    with MisbehavingServer(routes) as server:
+        report = preflight(f"{server.host}/team/model")
+    failure = report.failure
+    assert failure is not None
+    assert "team/model does not exist" in failure.message
+    assert failure.hint is not None and "create the repository" in failure.hint
+
+
+# -- allowed destinations -----------------------------------------------------------------------
+
+
+def test_allowed_on_token_registry(
+    token_registry: RegistryServer, docker_config: DockerConfig
+) -> None:
+    docker_config.write_auth(token_registry.host, "alice", USERS["alice"])
+    report = preflight(f"{token_registry.host}/alice/model:v1")
+    assert_passed(report)
+    assert statuses(report)["token scope"] is Status.OK
+    assert report.tag_exists is False
+    assert report.reference == f"{token_registry.host}/alice/model:v1"
+    # The probe's upload session was cancelled, and nothing else was written.
+    assert open_uploads(token_registry, "alice/model") == []
+    assert token_registry.blobs() == []
+    assert token_registry.manifests("alice/model") == []
+
+
+def test_allowed_on_plain_registry(plain_registry: RegistryServer) -> None:
+    report = preflight(f"{plain_registry.host}/team/model")
+    assert_passed(report)
+    assert statuses(report)["token scope"] is Status.SKIPPED
+    assert open_uploads(plain_registry, "team/model") == []
+    assert plain_registry.blobs() == []
+
+
+def test_allowed_on_basic_registry(
+    basic_registry: RegistryServer, docker_config: DockerConfig
+) -> None:
+    docker_config.write_auth(basic_registry.host, "bob", USERS["bob"])
+    report = preflight(f"{basic_registry.host}/bob/model")
+    assert_passed(report)
+    assert open_uploads(basic_registry, "bob/model") == []
+
+
+def test_existing_tag_is_reported(
+    token_registry: RegistryServer, docker_config: DockerConfig
+) -> None:
+    image = push_tiny_image(
+        token_registry, "alice/model", "v1", user="alice", password="alice-secret-pw"
+    )
+    docker_config.write_auth(token_registry.host, "alice", USERS["alice"])
+    report = preflight(f"{token_registry.host}/alice/model:v1")
+    assert_passed(report)
+    assert report.tag_exists is True
+    tag = next(r for r in report.results if r.name == "tag")
+    assert image.manifest_digest in tag.message
+    assert token_registry.tags("alice/model") == {"v1": image.manifest_digest}
+
+
+# -- credentials -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["token", "basic"])
+def test_no_credentials(kind: str, request: pytest.FixtureRequest) -> None:
+    registry: RegistryServer = request.getfixturevalue(f"{kind}_registry")
+    report = preflight(f"{registry.host}/alice/model")
+    failure = report.failure
+    assert failure is not None and failure.name == "credentials"
+    assert "no credentials" in failure.message
+    assert failure.hint is not None
+    assert f"skiff login {registry.host} -u" in failure.hint
+    assert registry.repositories() == []
+
+
+@pytest.mark.parametrize("kind", ["token", "basic"])
+def test_wrong_password(
+    kind: str, request: pytest.FixtureRequest, docker_config: DockerConfig
+) -> None:
+    registry: RegistryServer = request.getfixturevalue(f"{kind}_registry")
+    docker_config.write_auth(registry.host, "alice", "stale-password-123")
+    report = preflight(f"{registry.host}/alice/model")
+    failure = report.failure
+    assert failure is not None and failure.name == "credentials"
+    assert "rejected" in failure.message and "'alice'" in failure.message
+    assert failure.hint is not None and f"skiff login {registry.host}" in failure.hint
+    assert "stale-password-123" not in repr(report.to_json())
+    assert report.elapsed_ms < 1000
+
+
+def test_broken_docker_config_is_reported_by_the_credentials_check(
+    basic_registry: RegistryServer, docker_config: DockerConfig
+) -> None:
+    docker_config.path.write_text("{not json")
+    report = preflight(f"{basic_registry.host}/alice/model")
+    failure = report.failure
+    assert failure is not None and failure.name == "credentials"
+    assert str(docker_config.path) in failure.message + (failure.hint or "")
+
+
+# -- transport ---------------------------------------------------------------------------------
+
+
+def test_registry_down_names_host_and_port(unused_port: int) -> None:
+    report = preflight(f"127.0.0.1:{unused_port}/a/b")
+    failure = report.failure
+    assert failure is not None and failure.name == "registry"
+    assert f"127.0.0.1:{unused_port}" in failure.message
+    assert report.elapsed_ms < 3000
+
+
+def test_unknown_ca_then_trusted(tls_registry: RegistryServer) -> None:
+    assert tls_registry.ca_cert is not None
+    report = preflight(f"{tls_registry.host}/a/b")
+    failure = report.failure
+    assert failure is not None and failure.name == "registry"
+    assert "certificate" in failure.message
+    assert failure.hint is not None and "SSL_CERT_FILE" in failure.hint
+    assert "ca.crt" in failure.hint
+    trusted = replace(FAST, ca_file=tls_registry.ca_cert)
+    assert_passed(preflight(f"{tls_registry.host}/a/b", options=trusted))
+
+
+def test_docker_certs_dir_is_trusted(tls_registry: RegistryServer, tmp_path: Path) -> None:
+    assert tls_registry.ca_cert is not None
+    host_dir = tmp_path / tls_registry.host
+    host_dir.mkdir()
+    (host_dir / "ca.crt").write_bytes(tls_registry.ca_cert.read_bytes())
+    assert_passed(preflight(f"{tls_registry.host}/a/b", options=replace(FAST, certs_dir=tmp_path)))
+
+
+# -- input -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "suggestion"),
+    [
+        ("Alice/Model", "alice/model"),
+        ("https://ghcr.io/alice/model", "ghcr.io/alice/model"),
+        ("alice/my model", "alice/my-model"),
+        ("a//b", "a/b"),
+        ("ghcr.com/alice/model", "ghcr.io/alice/model"),
+        ("a/b:-bad", None),
+        ("a/" + "b" * 300, None),
+    ],
+)
+def test_malformed_reference_is_input_error(text: str, suggestion: str | None) -> None:
+    report = preflight(text)
+    failure = report.failure
+    assert failure is not None and failure.name == "reference"
+    assert failure.severity is Severity.INPUT
+    if suggestion is not None:
+        assert failure.hint is not None and suggestion in failure.hint
+    assert all(r.status is Status.SKIPPED for r in report.results[1:])
+
+
+def test_invalid_cog_yaml_is_input_error_before_any_network(tmp_path: Path) -> None:
+    (tmp_path / "cog.yaml").write_text("build:\n  python_version: [\n")
+    report = preflight("127.0.0.1:1/a/b", model_dir=tmp_path)
+    failure = report.failure
+    assert failure is not None and failure.name == "cog.yaml"
+    assert failure.severity is Severity.INPUT
+    assert statuses(report)["registry"] is Status.SKIPPED
+
+
+# -- plugins hook in ---------------------------------------------------------------------------
+
+
+@dataclass
+class Recorder:
+    """A platform for 127.0.0.1 registries: one extra check, and a hint on every failure."""
+
+    name: str = "recorder"
+
+    def matches(self, reference: Reference) -> bool:
+        return reference.repository.registry.startswith("127.0.0.1:")
+
+    def checks(self) -> list[object]:
+        return [ExtraCheck()]
+
+    def refine(self, context: Context, result: CheckResult) -> CheckResult:
+        return replace(result, hint=f"recorder: {result.name}")
+
+
+@dataclass
+class ExtraCheck:
+    name: str = "extra"
+
+    def run(self, context: Context) -> str:
+        if context.facts.get("tag_exists"):
+            raise CheckFailed("tag exists and this platform keeps tags immutable")
+        return "extra ran after the built-ins"
+
+
+def test_platform_check_runs_last_and_refines_failures(plain_registry: RegistryServer) -> None:
+    report = preflight(f"{plain_registry.host}/a/b", platforms=[Recorder()])
+    assert [r.name for r in report.results][-1] == "extra"
+    assert report.ok
+    push_tiny_image(plain_registry, "a/b")
+    report = preflight(f"{plain_registry.host}/a/b", platforms=[Recorder()])
+    failure = report.failure
+    assert failure is not None and failure.name == "extra"
+    assert failure.hint == "recorder: extra"
+
+
+@pytest.fixture
+def unused_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
