@@ -232,8 +232,8 @@ class Runner:
 
         try:
             p.started_at = now_iso()
+            emit("start", p)  # Cog's start webhook still says "starting"
             p.status = "processing"
-            emit("start", p)
             started = time.monotonic()
             with logcapture.capture(on_log):
                 try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import re
 import signal
 import sys
@@ -133,7 +134,11 @@ class Handler(BaseHTTPRequestHandler):
         elif path == "/health-check":
             self._send(
                 HTTPStatus.OK,
-                {"status": self.app.health(), "setup": self.app.setup_result.to_json()},
+                {
+                    "status": self.app.health(),
+                    "setup": self.app.setup_result.to_json(),
+                    "version": {"cog": __version__, "python": platform.python_version()},
+                },
             )
         elif path == "/openapi.json":
             if self.app.schema is None:
@@ -208,6 +213,8 @@ class Handler(BaseHTTPRequestHandler):
             if sender is not None:
                 sender.notify(event, p.to_json())
 
+        # Cog answers an async request with the prediction as it was accepted: "starting".
+        accepted = prediction.to_json()
         try:
             started = runner.start(prediction, values, on_event)
         except Busy as e:
@@ -217,8 +224,11 @@ class Handler(BaseHTTPRequestHandler):
             self._send(HTTPStatus.SERVICE_UNAVAILABLE, {"detail": f"Server is not ready ({e})"})
             return
         respond_async = "respond-async" in (self.headers.get("Prefer") or "")
-        if started is not prediction or respond_async:
+        if started is not prediction:  # an idempotent retry of a running prediction
             self._send(HTTPStatus.ACCEPTED, started.to_json())
+            return
+        if respond_async:
+            self._send(HTTPStatus.ACCEPTED, accepted)
             return
         started.done.wait()
         self._send(HTTPStatus.OK, started.to_json())

@@ -1,4 +1,9 @@
-"""Webhook delivery: ordered, off the prediction thread, terminal event retried."""
+"""Webhook delivery: ordered, off the prediction thread, throttled as Cog does.
+
+``start`` and ``completed`` go out at once (``completed`` with retries: it is how the
+caller learns the outcome); ``output`` and ``logs`` at most once every 500 ms. Each
+payload is the whole prediction, so a throttled event simply sends the latest state.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,10 @@ from typing import Any
 
 EVENTS = ("start", "output", "logs", "completed")
 _TIMEOUT_S = 10
+_THROTTLE_S = 0.5
 _TERMINAL_RETRIES = (0.1, 0.5, 1, 2, 4)
+
+_Item = tuple[str, dict[str, Any]]
 
 
 class WebhookSender:
@@ -20,32 +28,48 @@ class WebhookSender:
     def __init__(self, url: str, events: frozenset[str]) -> None:
         self.url = url
         self.events = events
-        self._queue: queue.Queue[tuple[str, dict[str, Any]] | None] = queue.Queue()
+        self._queue: queue.Queue[_Item] = queue.Queue()
+        self._last_progress = 0.0
         self._thread = threading.Thread(target=self._loop, name="cog-webhook", daemon=True)
         self._thread.start()
 
     def notify(self, event: str, payload: dict[str, Any]) -> None:
-        if event in self.events:
+        if event in self.events or event == "completed":
+            # "completed" is queued even when filtered out: it ends the sender thread.
             self._queue.put((event, payload))
-        if event == "completed":
-            self._queue.put(None)
 
     def join(self, timeout: float | None = None) -> None:
         self._thread.join(timeout)
 
     def _loop(self) -> None:
+        pending: _Item | None = None  # the latest throttled progress event
         while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            event, payload = item
-            # Every payload is the whole state: a queued later one makes a logs event moot.
-            if event == "logs" and not self._queue.empty():
+            timeout = None
+            if pending is not None:
+                timeout = max(0.0, self._last_progress + _THROTTLE_S - time.monotonic())
+            try:
+                event, payload = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                if pending is not None:
+                    self._send_progress(pending[1])
+                    pending = None
                 continue
             if event == "completed":
-                self._send_with_retries(payload)
-            else:
+                if "completed" in self.events:
+                    self._send_with_retries(payload)  # supersedes any pending progress
+                elif pending is not None:
+                    self._send(pending[1])
+                return
+            if event == "start":
                 self._send(payload)
+            elif time.monotonic() - self._last_progress >= _THROTTLE_S and pending is None:
+                self._send_progress(payload)
+            else:
+                pending = (event, payload)
+
+    def _send_progress(self, payload: dict[str, Any]) -> None:
+        self._last_progress = time.monotonic()
+        self._send(payload)
 
     def _send(self, payload: dict[str, Any]) -> bool:
         request = urllib.request.Request(
