@@ -101,7 +101,7 @@ class RegistryClient:
             timeout=httpx.Timeout(self.options.read_timeout, connect=self.options.connect_timeout),
             follow_redirects=True,
             max_redirects=8,
-            headers={"User-Agent": USER_AGENT, **self.options.extra_headers},
+            headers={"User-Agent": USER_AGENT, **dict(self.options.extra_headers)},
         )
         self._base: str | None = None
 

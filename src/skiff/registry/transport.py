@@ -10,9 +10,10 @@ import email.utils
 import os
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -38,7 +39,7 @@ class TransportOptions:
     attempts: int = 3  # total tries of a retryable request
     backoff: float = 0.25  # first retry delay in seconds, doubled each time
     max_retry_delay: float = 10.0
-    extra_headers: dict[str, str] = field(default_factory=dict)
+    extra_headers: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_env(cls, **overrides: object) -> TransportOptions:
@@ -65,8 +66,25 @@ def _replace(options: TransportOptions, overrides: dict[str, object]) -> Transpo
     return replace(options, **overrides)  # type: ignore[arg-type]
 
 
+_CONTEXTS: dict[tuple[str, TransportOptions], ssl.SSLContext] = {}
+_CONTEXTS_LOCK = threading.Lock()
+
+
 def ssl_context(host: str, options: TransportOptions) -> ssl.SSLContext:
-    """The trust for one host: the system store (or SSL_CERT_FILE) plus Docker's certs.d for it."""
+    """The trust for one host: the system store (or SSL_CERT_FILE) plus Docker's certs.d for it.
+
+    Loading the system store costs tens of milliseconds, a good part of a preflight's budget,
+    and a push opens several clients: one context per host and settings serves them all.
+    """
+    key = (host, options)
+    with _CONTEXTS_LOCK:
+        context = _CONTEXTS.get(key)
+        if context is None:
+            context = _CONTEXTS[key] = _new_ssl_context(host, options)
+        return context
+
+
+def _new_ssl_context(host: str, options: TransportOptions) -> ssl.SSLContext:
     if options.is_insecure(host):
         context = ssl.create_default_context()
         context.check_hostname = False
