@@ -10,11 +10,11 @@ from typing import Any
 from conftest import FIXTURES, python_stdlib_only, runtime_env
 
 
-def predict(folder: str | Path, *args: str, ref: str = "predict.py:Predictor") -> Any:
+def predict(folder: str | Path, *args: str, ref: str = "predict.py:Predictor", **env: str) -> Any:
     return subprocess.run(
         [*python_stdlib_only(), "-m", "cog.command.predict", "--predictor", ref, *args],
         cwd=FIXTURES / folder,
-        env=runtime_env(),
+        env=runtime_env(**env),
         capture_output=True,
         text=True,
         timeout=60,
@@ -82,3 +82,17 @@ def test_file_type_input_is_an_open_file(tmp_path: Path) -> None:
     result = predict("files", "-i", f"blob=@{doc}", ref="predict.py:Reader")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["output"] == "bytes here"
+
+
+def test_async_predictors() -> None:
+    result = predict("asyncs", "-i", "x=41")
+    assert json.loads(result.stdout)["output"] == 42, result.stderr
+    result = predict("asyncs", "-i", "n=3", ref="predict.py:Streamer")
+    assert json.loads(result.stdout)["output"] == ["0", "1", "2"], result.stderr
+
+
+def test_setup_receives_cog_weights(tmp_path: Path) -> None:
+    result = predict("asyncs", ref="predict.py:Weighted", COG_WEIGHTS=str(tmp_path))
+    assert json.loads(result.stdout)["output"] == str(tmp_path), result.stderr
+    result = predict("asyncs", ref="predict.py:Weighted")
+    assert json.loads(result.stdout)["output"] == "None", result.stderr

@@ -5,8 +5,6 @@ Shared by the HTTP server and the local ``predict`` command, so both behave alik
 
 from __future__ import annotations
 
-import asyncio
-import ctypes
 import inspect
 import io
 import os
@@ -110,6 +108,8 @@ class Prediction:
 
 
 def _set_async_exc(thread_id: int, exc: type[BaseException] | None) -> None:
+    import ctypes  # deferred, like asyncio below: the server must start listening fast
+
     target = ctypes.py_object(exc) if exc is not None else None
     ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), target)
 
@@ -277,6 +277,8 @@ class Runner:
             fn = getattr(self._instance, self.info.method) if self._instance else self.target
             result = fn(**kwargs)
             if inspect.iscoroutine(result):
+                import asyncio
+
                 result = asyncio.run(result)
             if (
                 self.info.output.streams
@@ -312,6 +314,8 @@ class Runner:
 
 def _iterate(result: Any) -> Iterator[Any]:
     if isinstance(result, AsyncIterator):
+        import asyncio
+
         loop = asyncio.new_event_loop()
         try:
             while True:
