@@ -1,0 +1,299 @@
+"""``skiff build`` of the example model: reproducible, separate layers, OCI layout, stat cache.
+
+Real parts throughout: a Distribution registry serves the base image, the CLI runs as a
+subprocess, skopeo and umoci read what it exports, the kernel (inotify) says which files it read.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gzip
+import io
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from skiff import __version__
+from skiff.image.builder import Builder, BuildOptions, BuiltImage
+from skiff.image.layout import Layout
+from skiff.image.oci import OCI_LAYER, OCI_LAYER_GZIP
+from support import RegistryServer, push_tiny_image
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "hello"
+SKIFF = Path(sys.executable).parent / "skiff"
+WEIGHTS = "weights/table.bin"
+
+
+@pytest.fixture
+def base_image(plain_registry: RegistryServer, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A tiny base image in a local registry, used instead of python:X.Y-slim from Docker Hub."""
+    push_tiny_image(plain_registry, "base/tiny", "1")
+    ref = f"{plain_registry.host}/base/tiny:1"
+    monkeypatch.setenv("SKIFF_BASE_IMAGE", ref)
+    return ref
+
+
+def copy_model(parent: Path) -> Path:
+    """A private copy of examples/hello, always named ``hello`` (the name is in a label)."""
+    model = parent / "hello"
+    shutil.copytree(EXAMPLE, model)
+    return model
+
+
+def build(model: Path, layout: Layout, **options: str) -> BuiltImage:
+    return Builder(model, BuildOptions(**options), layout=layout).build()  # type: ignore[arg-type]
+
+
+def skiff(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(SKIFF), *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=cwd,
+        env=dict(os.environ),
+    )
+
+
+def roles(image: BuiltImage) -> list[str]:
+    return [layer.role for layer in image.layers]
+
+
+def layer_of(image: BuiltImage, role: str) -> int:
+    (index,) = [i for i, layer in enumerate(image.layers) if layer.role == role]
+    return index
+
+
+def tar_members(layout: Layout, image: BuiltImage, role: str) -> dict[str, bytes | None]:
+    descriptor = image.layers[layer_of(image, role)].descriptor
+    data = layout.read_bytes(descriptor.digest)
+    if descriptor.media_type == OCI_LAYER_GZIP:
+        data = gzip.decompress(data)
+    members: dict[str, bytes | None] = {}
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        for member in tar.getmembers():
+            handle = tar.extractfile(member) if member.isfile() else None
+            members[member.name] = handle.read() if handle is not None else None
+    return members
+
+
+def image_config(layout: Layout, image: BuiltImage) -> dict[str, object]:
+    config: dict[str, object] = json.loads(layout.read_bytes(image.config_descriptor.digest))
+    return config
+
+
+# -- reproducible, separate layers -------------------------------------------------------------
+
+
+def test_two_copies_with_different_mtimes_build_the_same_image(
+    tmp_path: Path, base_image: str
+) -> None:
+    one = copy_model(tmp_path / "one")
+    two = copy_model(tmp_path / "two")
+    for path in [two, *two.rglob("*")]:
+        os.utime(path, (1_000_000_000, 1_000_000_000))  # 2001, unlike the fresh copy
+    first = build(one, Layout.open(tmp_path / "cache-one"))
+    second = build(two, Layout.open(tmp_path / "cache-two"))
+    assert first.manifest_descriptor.digest == second.manifest_descriptor.digest
+    assert [layer.descriptor for layer in first.layers] == [
+        layer.descriptor for layer in second.layers
+    ]
+
+
+def test_runtime_weights_and_code_are_separate_layers(tmp_path: Path, base_image: str) -> None:
+    layout = Layout.open(tmp_path / "cache")
+    image = build(copy_model(tmp_path), layout)
+    assert roles(image) == ["base", "runtime", "weights", "code"]
+    assert len({layer.descriptor.digest for layer in image.layers}) == 4
+
+    weights = image.layers[layer_of(image, "weights")].descriptor
+    assert weights.media_type == OCI_LAYER  # incompressible: stored as a plain tar
+    assert weights.size > 3 * 1024 * 1024
+    weight_files = tar_members(layout, image, "weights")
+    assert weight_files[f"src/{WEIGHTS}"] == (EXAMPLE / WEIGHTS).read_bytes()
+    assert not any(name.endswith(".py") for name in weight_files)
+
+    code_files = tar_members(layout, image, "code")
+    assert code_files["src/predict.py"] == (EXAMPLE / "predict.py").read_bytes()
+    assert "src/cog.yaml" in code_files
+    assert not any(name.startswith("src/weights/") and data for name, data in code_files.items())
+
+    runtime_files = tar_members(layout, image, "runtime")
+    assert "opt/skiff/python/cog/__init__.py" in runtime_files
+    assert all(name == "opt" or name.startswith("opt/") for name in runtime_files)
+
+
+def test_a_code_change_changes_only_the_code_layer(tmp_path: Path, base_image: str) -> None:
+    layout = Layout.open(tmp_path / "cache")
+    model = copy_model(tmp_path)
+    before = build(model, layout)
+    with (model / "predict.py").open("a") as handle:
+        handle.write("# a one-line change\n")
+    after = build(model, layout)
+
+    assert roles(after) == roles(before)
+    changed = [
+        old.role
+        for old, new in zip(before.layers, after.layers, strict=True)
+        if old.descriptor != new.descriptor
+    ]
+    assert changed == ["code"]
+    assert after.manifest_descriptor.digest != before.manifest_descriptor.digest
+
+
+def test_the_image_config_runs_cog_from_src(tmp_path: Path, base_image: str) -> None:
+    layout = Layout.open(tmp_path / "cache")
+    image = build(copy_model(tmp_path), layout)
+    config = image_config(layout, image)
+    run = config["config"]
+    assert isinstance(run, dict)
+    assert run["WorkingDir"] == "/src"
+    assert run["Cmd"] == ["python3", "-m", "cog.server.http"]
+    labels = run["Labels"]
+    assert json.loads(labels["run.cog.config"]) == yaml.safe_load(
+        (EXAMPLE / "cog.yaml").read_text()
+    )
+    assert labels["run.cog.version"] == __version__
+    env = dict(item.split("=", 1) for item in run["Env"])
+    assert env["COG_PREDICTOR"] == "predict.py:Predictor"
+    assert "/opt/skiff/python" in env["PYTHONPATH"].split(":")
+    # One diff_id per layer, base included, in manifest order.
+    rootfs = config["rootfs"]
+    assert isinstance(rootfs, dict)
+    assert len(rootfs["diff_ids"]) == len(image.layers)
+
+
+def test_python_packages_get_their_own_deps_layer(tmp_path: Path, base_image: str) -> None:
+    model = copy_model(tmp_path)
+    spec = yaml.safe_load((model / "cog.yaml").read_text())
+    spec["build"]["python_packages"] = ["six==1.16.0"]
+    (model / "cog.yaml").write_text(yaml.safe_dump(spec))
+    layout = Layout.open(tmp_path / "cache")
+    image = build(model, layout)  # uv reaches PyPI
+    assert roles(image) == ["base", "runtime", "deps", "weights", "code"]
+    deps = tar_members(layout, image, "deps")
+    six = deps["opt/skiff/site-packages/six.py"]
+    assert six is not None and b'__version__ = "1.16.0"' in six
+
+
+# -- the CLI and the OCI layout it exports ------------------------------------------------------
+
+
+def test_output_layout_is_read_by_skopeo_and_umoci(tmp_path: Path, base_image: str) -> None:
+    model = copy_model(tmp_path)
+    out = tmp_path / "layout"
+    done = skiff("build", "-t", "hello:v1", "--output-layout", str(out), "-C", str(model))
+    assert done.returncode == 0, done.stderr
+    name = "docker.io/library/hello:v1"
+
+    info = subprocess.run(
+        ["skopeo", "inspect", f"oci:{out}:{name}"], capture_output=True, text=True, timeout=60
+    )
+    assert info.returncode == 0, info.stderr
+    inspected = json.loads(info.stdout)
+    assert len(inspected["Layers"]) == 4
+    assert inspected["Labels"]["run.cog.version"] == __version__
+    assert f"built {inspected['Digest']}" in done.stderr
+
+    bundle = tmp_path / "bundle"
+    unpack = subprocess.run(
+        ["umoci", "unpack", "--rootless", "--image", f"{out}:{name}", str(bundle)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert unpack.returncode == 0, unpack.stderr
+    rootfs = bundle / "rootfs"
+    assert (rootfs / "src" / "predict.py").read_bytes() == (EXAMPLE / "predict.py").read_bytes()
+    assert (rootfs / "src" / WEIGHTS).stat().st_size == (EXAMPLE / WEIGHTS).stat().st_size
+    assert (rootfs / "opt" / "skiff" / "python" / "cog" / "__init__.py").is_file()
+    assert (rootfs / "hello.txt").is_file()  # the base image's own file
+    runtime = json.loads((bundle / "config.json").read_text())
+    assert runtime["process"]["cwd"] == "/src"
+
+
+def test_invalid_cog_yaml_fails_the_build_with_exit_2(tmp_path: Path, base_image: str) -> None:
+    model = copy_model(tmp_path)
+    (model / "cog.yaml").write_text('build:\n  python_verison: "3.11"\npredict: "predict.py:P"\n')
+    done = skiff("build", "-C", str(model))
+    assert done.returncode == 2, done.stderr
+    assert "python_verison" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+# -- warm rebuild: the kernel says what was read --------------------------------------------------
+
+IN_ACCESS = 0x001
+IN_OPEN = 0x020
+IN_NONBLOCK = os.O_NONBLOCK
+
+
+class FileReads:
+    """Counts opens and reads of one file with inotify (what the kernel saw, not what we hope)."""
+
+    def __init__(self, path: Path) -> None:
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        self.fd = self._libc.inotify_init1(IN_NONBLOCK)
+        if self.fd < 0:
+            pytest.skip("inotify is not available here")
+        wd = self._libc.inotify_add_watch(self.fd, str(path).encode(), IN_OPEN | IN_ACCESS)
+        assert wd >= 0, os.strerror(ctypes.get_errno())
+
+    def events(self) -> list[int]:
+        masks: list[int] = []
+        while True:
+            try:
+                data = os.read(self.fd, 65536)
+            except BlockingIOError:
+                return masks
+            offset = 0
+            while offset < len(data):
+                _wd, mask, _cookie, length = struct.unpack_from("iIII", data, offset)
+                masks.append(mask)
+                offset += 16 + length
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+@pytest.fixture
+def weights_reads(tmp_path: Path) -> Iterator[tuple[Path, FileReads]]:
+    model = copy_model(tmp_path)
+    watch = FileReads(model / WEIGHTS)
+    yield model, watch
+    watch.close()
+
+
+def test_warm_rebuild_does_not_read_the_weights_again(
+    weights_reads: tuple[Path, FileReads], base_image: str
+) -> None:
+    model, watch = weights_reads
+    cold = skiff("build", "-C", str(model))
+    assert cold.returncode == 0, cold.stderr
+    assert watch.events(), "the cold build must have read the weights (the watch works)"
+
+    warm = skiff("build", "-C", str(model))
+    assert warm.returncode == 0, warm.stderr
+    assert watch.events() == []
+    assert _built(warm.stderr) == _built(cold.stderr)
+
+    # Touching the file changes its stat result: it is read again, and the image is the same.
+    os.utime(model / WEIGHTS)
+    touched = skiff("build", "-C", str(model))
+    assert touched.returncode == 0, touched.stderr
+    assert watch.events()
+    assert _built(touched.stderr) == _built(cold.stderr)
+
+
+def _built(stderr: str) -> str:
+    (line,) = [line for line in stderr.splitlines() if line.startswith("built sha256:")]
+    return line.split()[1]
