@@ -53,7 +53,13 @@ def free_port() -> int:
 class CogServer:
     """`python -m cog.server.http` in a fixture folder, on a free 127.0.0.1 port."""
 
-    def __init__(self, folder: str, predictor: str | None = "predict.py:Predictor", **env: str):
+    def __init__(
+        self,
+        folder: str,
+        predictor: str | None = "predict.py:Predictor",
+        python: str = sys.executable,
+        **env: str,
+    ):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         extra = {"PORT": str(self.port), **env}
@@ -61,7 +67,7 @@ class CogServer:
             extra["COG_PREDICTOR"] = predictor
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
-            [*python_stdlib_only(), "-m", "cog.server.http", "--host", "127.0.0.1"],
+            [python, "-S", "-m", "cog.server.http", "--host", "127.0.0.1"],
             cwd=FIXTURES / folder,
             env=runtime_env(**extra),
             stdout=subprocess.PIPE,
@@ -116,7 +122,7 @@ def start_server() -> Iterator[Any]:
     """Factory: start_server(folder, **env) -> a READY CogServer; all are stopped after."""
     servers: list[CogServer] = []
 
-    def start(folder: str, ready: bool = True, **kwargs: str) -> CogServer:
+    def start(folder: str, ready: bool = True, **kwargs: Any) -> CogServer:
         server = CogServer(folder, **kwargs)
         servers.append(server)
         server.wait_listening()

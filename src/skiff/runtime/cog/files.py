@@ -57,11 +57,9 @@ def fetch(location: str, workdir: str) -> Path:
         target = os.path.join(tempfile.mkdtemp(dir=workdir), _filename_from_url(location, "file"))
         request = urllib.request.Request(location, headers={"User-Agent": "skiff-cog-runtime"})
         try:
-            with (
-                urllib.request.urlopen(request, timeout=_DOWNLOAD_TIMEOUT_S) as resp,
-                open(target, "wb") as f,
-            ):
-                shutil.copyfileobj(resp, f)
+            with urllib.request.urlopen(request, timeout=_DOWNLOAD_TIMEOUT_S) as resp:  # noqa: SIM117 - Python 3.9 syntax
+                with open(target, "wb") as f:
+                    shutil.copyfileobj(resp, f)
         except OSError as e:
             host = urllib.parse.urlparse(location).netloc
             raise FileError(f"failed to download input file from {host}: {e}") from None

@@ -158,8 +158,12 @@ def _is_typeddict(tpe: Any) -> bool:
     return isinstance(tpe, type) and issubclass(tpe, dict) and hasattr(tpe, "__total__")
 
 
+# `X | Y` (types.UnionType) exists from Python 3.10; the image's Python may be older.
+_UNION_ORIGINS = (typing.Union, getattr(types, "UnionType", typing.Union))
+
+
 def _is_union(tpe: Any) -> bool:
-    return typing.get_origin(tpe) in (typing.Union, types.UnionType)
+    return typing.get_origin(tpe) in _UNION_ORIGINS
 
 
 def _is_list(tpe: Any) -> bool:

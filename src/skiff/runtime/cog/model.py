@@ -7,7 +7,6 @@ keyword-only constructor over the class annotations (including inherited ones).
 from __future__ import annotations
 
 import builtins
-import inspect
 import typing
 from typing import Any, ClassVar
 
@@ -24,7 +23,7 @@ class BaseModel:
         super().__init_subclass__(**kwargs)
         fields: dict[str, Any] = {}
         for klass in reversed(cls.__mro__):
-            for name in inspect.get_annotations(klass):
+            for name in klass.__dict__.get("__annotations__", {}):  # noqa: RUF063 - Python 3.9
                 if not name.startswith("_") and name != "__cog_fields__":
                     fields[name] = getattr(cls, name, MISSING)
         cls.__cog_fields__ = fields

@@ -247,7 +247,13 @@ class Runner:
                 p.status = "failed"
                 p.error = str(outcome) or type(outcome).__name__
                 if not isinstance(outcome, FileError):
-                    p.logs.append("".join(traceback.format_exception(outcome)))
+                    p.logs.append(
+                        "".join(
+                            traceback.format_exception(
+                                type(outcome), outcome, outcome.__traceback__
+                            )
+                        )
+                    )
             else:
                 p.status = "succeeded"
         except BaseException as e:
