@@ -20,6 +20,7 @@ from skiff import reference as refs
 from skiff.auth import dockerconfig
 from skiff.digest import Digest
 from skiff.errors import DestinationRejected, InvalidInput, SkiffError, UploadFailed
+from skiff.image.base import BaseImage
 from skiff.image.builder import Builder, BuildOptions, BuiltImage, BuiltLayer
 from skiff.image.layout import Layout, default_layout
 from skiff.preflight import CheckResult, Report, Severity, run_preflight
@@ -148,6 +149,8 @@ def push(
 
         def on_layer(layer: BuiltLayer) -> None:
             assert uploader is not None
+            if layer.role == "base" and builder.base is not None:
+                uploader.mount_base(builder.base)
             uploader.submit(layer, layout_ref[0])
 
         layout_ref = [layout or default_layout()]
@@ -211,6 +214,11 @@ class _Uploader:
         self.pool.shutdown(wait=True, cancel_futures=True)
         self.client.close()
 
+    def mount_base(self, base: BaseImage) -> None:
+        """Base layers already in the destination registry are mounted, not uploaded."""
+        if base.reference.repository.registry == self.ref.repository.registry:
+            self.mount_from = (base.reference.repository.path,)
+
     def submit(self, layer: BuiltLayer, layout: Layout) -> None:
         self._submit(layer.descriptor.digest, layer.descriptor.size, layer.role, layout)
 
@@ -241,8 +249,7 @@ class _Uploader:
     def finish(
         self, image: BuiltImage, layout: Layout, report: Report, started: float
     ) -> PushResult:
-        if image.base.reference.repository.registry == self.ref.repository.registry:
-            self.mount_from = (image.base.reference.repository.path,)
+        self.mount_base(image.base)
         for layer in image.layers:
             self.submit(layer, layout)
         self._submit(image.config_descriptor.digest, image.config_descriptor.size, "config",

@@ -88,6 +88,9 @@ class Builder:
         self.status = on_status or (lambda _text: None)
         self._gate_lock = threading.Lock()
         self._gate_passed = False
+        # Set as soon as the base is resolved, before its layers are announced: a push mounts
+        # them from the base's repository when it lives in the destination's registry.
+        self.base: BaseImage | None = None
 
     def _gate(self) -> None:
         with self._gate_lock:
@@ -116,6 +119,7 @@ class Builder:
             or default_base(cfg.build.python_version)
         )
         base = pull_base(base_text, platform, layout, refresh=self.options.refresh_base)
+        self.base = base
         for descriptor in base.layers:
             self.on_layer(BuiltLayer(descriptor, "base"))
 
