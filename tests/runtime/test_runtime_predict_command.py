@@ -96,3 +96,12 @@ def test_setup_receives_cog_weights(tmp_path: Path) -> None:
     assert json.loads(result.stdout)["output"] == str(tmp_path), result.stderr
     result = predict("asyncs", ref="predict.py:Weighted")
     assert json.loads(result.stdout)["output"] == "None", result.stderr
+
+
+def test_custom_metrics_join_predict_time() -> None:
+    result = predict("structured", "-i", "tokens=4", ref="predict.py:Metered")
+    metrics = json.loads(result.stdout)["metrics"]
+    assert metrics["input_token_count"] == 4
+    assert metrics["seen"] == 1
+    assert metrics["steps"] == 4
+    assert metrics["predict_time"] >= 0

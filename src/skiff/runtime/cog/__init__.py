@@ -6,6 +6,7 @@
 from .exceptions import CancelationException
 from .model import BaseModel
 from .predictor import BasePredictor, BaseRunner
+from .scope import current_scope, emit_metric
 from .types import AsyncConcatenateIterator, ConcatenateIterator, File, Input, Path, Secret
 
 __version__ = "0.1.0+skiff"
@@ -22,4 +23,6 @@ __all__ = [
     "Path",
     "Secret",
     "__version__",
+    "current_scope",
+    "emit_metric",
 ]

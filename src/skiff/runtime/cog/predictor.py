@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
+from .scope import current_scope
+
 
 class BasePredictor:
     """Subclass and implement setup() (once, optional) and predict() (per request)."""
@@ -20,6 +22,10 @@ class BasePredictor:
     def predict(self, **kwargs: Any) -> Any:
         raise NotImplementedError("predict has not been implemented by the predictor")
 
+    def record_metric(self, name: str, value: Any, mode: str = "replace") -> None:
+        """Add a custom metric to the running prediction's ``metrics``."""
+        current_scope().record_metric(name, value, mode)
+
 
 class BaseRunner:
     """Newer Cog spelling: implement run() instead of predict()."""
@@ -29,6 +35,10 @@ class BaseRunner:
 
     def run(self, **kwargs: Any) -> Any:
         raise NotImplementedError("run has not been implemented by the runner")
+
+    def record_metric(self, name: str, value: Any, mode: str = "replace") -> None:
+        """Add a custom metric to the running prediction's ``metrics``."""
+        current_scope().record_metric(name, value, mode)
 
 
 class PredictorLoadError(Exception):

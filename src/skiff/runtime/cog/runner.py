@@ -25,6 +25,7 @@ from .files import FileError, OutputFiles, fetch, is_file_output
 from .introspect import PredictorInfo, Primitive, inspect_predictor
 from .model import BaseModel
 from .predictor import PredictorRef, load_target, predict_method_name
+from .scope import Scope, enter_scope
 from .types import Path, Secret
 from .validation import FileRef
 
@@ -77,6 +78,7 @@ class Prediction:
     started_at: str | None = None
     completed_at: str | None = None
     predict_time: float | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)  # custom, from the predictor
     done: threading.Event = field(default_factory=threading.Event)
     cancel_requested: bool = False
     # Guarded by Runner._lock: True only while user code runs, so a cancel never lands
@@ -98,13 +100,19 @@ class Prediction:
             "created_at": self.created_at,
             "started_at": self.started_at,
             "completed_at": self.completed_at,
-            "metrics": {} if self.predict_time is None else {"predict_time": self.predict_time},
+            "metrics": self._metrics(),
         }
         if self.version is not None:
             body["version"] = self.version
         if self.webhook is not None:
             body["webhook"] = self.webhook
         return body
+
+    def _metrics(self) -> dict[str, Any]:
+        metrics = dict(self.metrics)
+        if self.predict_time is not None:
+            metrics["predict_time"] = self.predict_time
+        return metrics
 
 
 def _set_async_exc(thread_id: int, exc: type[BaseException] | None) -> None:
@@ -235,7 +243,7 @@ class Runner:
             emit("start", p)  # Cog's start webhook still says "starting"
             p.status = "processing"
             started = time.monotonic()
-            with logcapture.capture(on_log):
+            with logcapture.capture(on_log), enter_scope(Scope(p.metrics)):
                 try:
                     outcome = self._call(p, values, workdir, emit)
                 finally:
