@@ -58,6 +58,7 @@ class CogServer:
         folder: str,
         predictor: str | None = "predict.py:Predictor",
         python: str = sys.executable,
+        args: tuple[str, ...] = (),
         **env: str,
     ):
         self.port = free_port()
@@ -67,7 +68,7 @@ class CogServer:
             extra["COG_PREDICTOR"] = predictor
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
-            [python, "-S", "-m", "cog.server.http", "--host", "127.0.0.1"],
+            [python, "-S", "-m", "cog.server.http", "--host", "127.0.0.1", *args],
             cwd=FIXTURES / folder,
             env=runtime_env(**extra),
             stdout=subprocess.PIPE,

@@ -243,3 +243,27 @@ def test_shutdown_stops_the_server(start_server: Any) -> None:
         assert server.proc.wait(5) == 0
     except subprocess.TimeoutExpired as e:
         raise AssertionError("server still running after /shutdown") from e
+
+
+def test_await_explicit_shutdown_ignores_sigterm(start_server: Any) -> None:
+    server: CogServer = start_server(
+        "echo", args=("--await-explicit-shutdown", "--x-mode", "predict")
+    )
+    server.proc.terminate()
+    time.sleep(0.3)
+    assert server.proc.poll() is None
+    assert server.client.get("/health-check").json()["status"] == "READY"
+    server.client.post("/shutdown")
+    assert server.proc.wait(5) == 0
+
+
+def test_sigterm_stops_the_server(start_server: Any) -> None:
+    server: CogServer = start_server("echo")
+    server.proc.terminate()
+    assert server.proc.wait(5) == 0
+
+
+def test_numeric_ids_are_strings(start_server: Any) -> None:
+    server: CogServer = start_server("echo")
+    r = server.client.post("/predictions", json={"id": 7, "input": {"text": "x"}})
+    assert r.json()["id"] == "7"

@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 import traceback
+from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -122,12 +123,25 @@ class Handler(BaseHTTPRequestHandler):
         if not self.path.startswith("/health-check"):
             super().log_message(format, *args)
 
+    def _guarded(self, route: Callable[[], None]) -> None:
+        """A bug in a route answers 500 instead of dropping the connection."""
+        try:
+            route()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client went away
+        except Exception:
+            traceback.print_exc()
+            self._send(HTTPStatus.INTERNAL_SERVER_ERROR, {"detail": "internal server error"})
+
     def _not_found(self) -> None:
         self._send(HTTPStatus.NOT_FOUND, {"detail": "Not Found"})
 
     # -- routes --------------------------------------------------------------------------------
 
     def do_GET(self) -> None:
+        self._guarded(self._route_get)
+
+    def _route_get(self) -> None:
         path = self.path.split("?", 1)[0]
         if path == "/":
             self._send(HTTPStatus.OK, _index())
@@ -149,6 +163,9 @@ class Handler(BaseHTTPRequestHandler):
             self._not_found()
 
     def do_POST(self) -> None:
+        self._guarded(self._route_post)
+
+    def _route_post(self) -> None:
         path = self.path.split("?", 1)[0]
         if path == "/predictions":
             self._predict(None)
@@ -161,6 +178,9 @@ class Handler(BaseHTTPRequestHandler):
             self._not_found()
 
     def do_PUT(self) -> None:
+        self._guarded(self._route_put)
+
+    def _route_put(self) -> None:
         match = _PREDICTION.match(self.path.split("?", 1)[0])
         if match:
             self._predict(match.group("id"))
@@ -197,7 +217,7 @@ class Handler(BaseHTTPRequestHandler):
             return
         webhook = body.get("webhook") or None
         prediction = Prediction(
-            id=path_id or body.get("id") or new_prediction_id(),
+            id=path_id or str(body.get("id") or "") or new_prediction_id(),
             input=mask_secrets(runner.info, body.get("input") or {}),
             created_at=body.get("created_at") or now_iso(),
             version=body.get("version"),
@@ -236,7 +256,7 @@ class Handler(BaseHTTPRequestHandler):
 
 def _request_errors(body: dict[str, Any], path_id: str | None) -> list[InputError]:
     errors = []
-    if path_id is not None and body.get("id") not in (None, path_id):
+    if path_id is not None and body.get("id") is not None and str(body["id"]) != path_id:
         errors.append(
             InputError(
                 ("body", "id"), "prediction ID must match the ID supplied in the URL", "value_error"
@@ -295,7 +315,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--max-concurrency", type=int, default=int(os.environ.get("COG_MAX_CONCURRENCY", "1"))
     )
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--await-explicit-shutdown",
+        action="store_true",
+        help="ignore SIGTERM: stop only on POST /shutdown (as Cog)",
+    )
+    # Other Cog flags (--x-mode, --threads, ...) must not stop the server from starting.
+    args, ignored = parser.parse_known_args(argv)
+    if ignored:
+        print(f"ignoring unsupported arguments: {' '.join(ignored)}", file=sys.stderr)
     cwd = os.getcwd()
     logcapture.install()
     try:
@@ -305,7 +333,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     app = App(ref, cwd, max_concurrency=args.max_concurrency, upload_url=args.upload_url)
     server = serve(app, args.host, args.port)
-    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+    if args.await_explicit_shutdown:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    else:
+        signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
     threading.Thread(target=app.boot, name="cog-setup", daemon=True).start()
     print(f"serving on http://{args.host}:{server.server_address[1]}", file=sys.stderr, flush=True)
     try:
