@@ -25,6 +25,16 @@ def login_hint(registry: str) -> str:
     return f"log in first: skiff login {registry} -u USERNAME --password-stdin"
 
 
+def _not_allowed(context: Context, detail: str) -> CheckFailed:
+    """The account may not push there: name the account, the repository and what is missing."""
+    assert context.reference is not None
+    who = _who(context)
+    return CheckFailed(
+        f"{who} may not push to {context.reference.repository} {detail}",
+        f"push to a repository {who} owns, or ask its owner for write access",
+    )
+
+
 def _who(context: Context) -> str:
     creds = context.credentials
     if creds is None or creds.anonymous:
@@ -123,14 +133,11 @@ class CredentialsAccepted:
             # With tokens this fetches the push token now, so that a wrong password is told
             # apart from a denied push.
             response = client.send("GET", f"{client.base_url}/v2/", what="logging in")
-        except TokenRejected as exc:
-            raise CheckFailed(
-                f"{registry} rejected the credentials of {_who(context)} ({creds.source})",
-                f"the password or token is wrong or expired; {login_hint(registry)}",
-            ) from exc
+        except TokenRejected:
+            response = None
         except RegistryError as exc:
             raise CheckFailed(exc.message, exc.hint) from None
-        if response.status_code == 401:
+        if response is None or response.status_code == 401:
             raise CheckFailed(
                 f"{registry} rejected the credentials of {_who(context)} ({creds.source})",
                 f"the password or token is wrong or expired; {login_hint(registry)}",
@@ -155,11 +162,7 @@ class TokenScope:
         granted = token.access.get(ref.repository.path, frozenset())
         if "push" not in granted:
             have = ", ".join(sorted(granted)) or "nothing"
-            raise CheckFailed(
-                f"{_who(context)} may not push to {ref.repository}: the registry grants only "
-                f"{have} (missing: push)",
-                f"push to a repository {_who(context)} owns, or ask its owner for write access",
-            )
+            raise _not_allowed(context, f": the registry grants only {have} (missing: push)")
         return f"token grants {', '.join(sorted(granted))} on {ref.repository.path}"
 
 
@@ -175,22 +178,14 @@ class WriteProbe:
         try:
             session = client.start_upload()
         except Denied as exc:
-            raise CheckFailed(
-                f"{_who(context)} may not push to {ref.repository} (missing: push permission; "
-                f"{exc.message})",
-                f"push to a repository {_who(context)} owns, or ask its owner for write access",
-            ) from None
+            raise _not_allowed(context, f"(missing: push permission; {exc.message})") from None
         except Unauthorized as exc:
             if context.credentials is None or context.credentials.anonymous:
                 raise CheckFailed(
                     f"{ref.repository.registry} requires a login to push ({exc.message})",
                     login_hint(ref.repository.registry),
                 ) from None
-            raise CheckFailed(
-                f"{_who(context)} may not push to {ref.repository} (missing: push permission; "
-                f"{exc.message})",
-                f"push to a repository {_who(context)} owns, or ask its owner for write access",
-            ) from None
+            raise _not_allowed(context, f"(missing: push permission; {exc.message})") from None
         except NotFound as exc:
             raise CheckFailed(
                 f"repository {ref.repository} does not exist ({exc.message})",
