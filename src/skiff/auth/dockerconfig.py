@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +26,7 @@ from skiff.auth.credentials import (
 )
 from skiff.auth.helpers import DEFAULT_TIMEOUT, helper_erase, helper_get, helper_store, program
 from skiff.errors import InvalidInput
+from skiff.fsutil import write_atomic
 from skiff.reference import DOCKER_HUB
 
 # The key Docker uses for Docker Hub, in "auths", "credHelpers" and towards helpers.
@@ -292,19 +291,8 @@ def _write(path: Path, data: dict[str, Any]) -> None:
     try:
         if not target.parent.exists():
             target.parent.mkdir(mode=0o700, parents=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".config.json.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                json.dump(data, out, indent="\t", ensure_ascii=False)
-                out.write("\n")
-                out.flush()
-                os.fsync(out.fileno())
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        text = json.dumps(data, indent="\t", ensure_ascii=False) + "\n"
+        write_atomic(target, text.encode("utf-8"), mode=0o600)
     except OSError as exc:
         raise CredentialConfigError(
             path,

@@ -29,7 +29,8 @@ from typing import IO, Any, Literal, cast
 
 from skiff.digest import Digest
 from skiff.errors import BuildFailed
-from skiff.image.layout import Layout, cache_dir, write_atomic
+from skiff.fsutil import write_atomic
+from skiff.image.layout import Layout, cache_dir
 from skiff.image.oci import OCI_LAYER, OCI_LAYER_GZIP, Descriptor, canonical_json
 
 Compression = Literal["none", "gzip"]

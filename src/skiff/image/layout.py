@@ -22,6 +22,7 @@ from typing import IO
 
 from skiff.digest import Digest
 from skiff.errors import BuildFailed, InvalidInput
+from skiff.fsutil import write_atomic
 from skiff.image.oci import (
     INDEX_TYPES,
     MANIFEST_TYPES,
@@ -57,23 +58,6 @@ def _fsync_dir(path: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replaces ``path`` with ``data`` so that readers see either the old or the new content."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
 
 
 class BlobWriter:
