@@ -6,7 +6,7 @@ import getpass
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.markup import escape
@@ -19,7 +19,6 @@ from skiff.errors import (
     SkiffError,
     UploadFailed,
 )
-from skiff.image.builder import BuildOptions
 from skiff.preflight import Severity, run_preflight
 from skiff.reference import parse as parse_reference
 from skiff.ui import (
@@ -31,6 +30,11 @@ from skiff.ui import (
     print_report_footer,
     stderr_console,
 )
+
+if TYPE_CHECKING:
+    # The builder pulls in pydantic and the image code: imported only by the commands that
+    # build, so that `skiff check` starts (and rejects a bad destination) fast.
+    from skiff.image.builder import BuildOptions
 
 EXIT_OK, EXIT_ERROR, EXIT_INPUT, EXIT_REJECTED, EXIT_BUILD, EXIT_UPLOAD = 0, 1, 2, 3, 4, 5
 EXIT_INTERRUPTED = 130
@@ -167,6 +171,7 @@ PullOpt = Annotated[
 def _build_options(
     base_image: str | None, platform: str, pull: bool, tag: str | None = None
 ) -> BuildOptions:
+    from skiff.image.builder import BuildOptions
     from skiff.image.oci import Platform
 
     try:
