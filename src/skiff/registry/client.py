@@ -34,6 +34,7 @@ from skiff.registry.transport import (
     USER_AGENT,
     RetryTransport,
     TransportOptions,
+    causes,
     ssl_context,
     translate,
 )
@@ -390,13 +391,11 @@ def parse_error_body(response: httpx.Response) -> list[RegistryErrorDetail]:
 
 def _speaks_plain_http(exc: httpx.ConnectError) -> bool:
     """True when an HTTPS attempt failed because the server answered in plain HTTP."""
-    cause: BaseException | None = exc
-    while cause is not None:
+    for cause in causes(exc):
         if isinstance(cause, ssl.SSLCertVerificationError):
             return False
         if isinstance(cause, ssl.SSLError):
             return True
-        cause = cause.__cause__ or cause.__context__
     text = str(exc).lower()
     return "wrong version number" in text or "record layer failure" in text
 

@@ -151,7 +151,7 @@ class RetryTransport(httpx.BaseTransport):
 
 def _is_permanent(exc: Exception) -> bool:
     """Failures a retry cannot fix: refused connections, unknown hosts, TLS trust."""
-    for cause in _causes(exc):
+    for cause in causes(exc):
         if isinstance(cause, ssl.SSLError | socket.gaierror | ConnectionRefusedError):
             return True
     text = str(exc).lower()
@@ -173,7 +173,8 @@ def _retry_after(response: httpx.Response) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def _causes(exc: BaseException) -> Iterable[BaseException]:
+def causes(exc: BaseException) -> Iterable[BaseException]:
+    """``exc`` and the exceptions behind it: the SSL or socket error inside an httpx error."""
     """The exception and what caused it, down to the socket or SSL error.
 
     httpx chains its own errors with ``from``, so their implicit ``__context__`` is only what
@@ -194,7 +195,7 @@ def _causes(exc: BaseException) -> Iterable[BaseException]:
 
 def translate(exc: httpx.HTTPError, host: str, options: TransportOptions) -> RegistryError:
     """Turn an httpx failure into a RegistryError that names the host and says what to do."""
-    for cause in _causes(exc):
+    for cause in causes(exc):
         if isinstance(cause, ssl.SSLCertVerificationError):
             reason = cause.verify_message or str(cause)
             return TLSFailure(
@@ -213,10 +214,7 @@ def translate(exc: httpx.HTTPError, host: str, options: TransportOptions) -> Reg
                 "check the registry host name for typos, and your DNS or network connection",
             )
         if isinstance(cause, ConnectionRefusedError):
-            return Unreachable(
-                f"connection to {_host_port(host)} refused",
-                "is the registry running, and is the port right?",
-            )
+            return _refused(host)
     if isinstance(exc, httpx.ConnectTimeout):
         return Unreachable(
             f"no answer from {_host_port(host)} within {options.connect_timeout:g} s",
@@ -236,11 +234,15 @@ def translate(exc: httpx.HTTPError, host: str, options: TransportOptions) -> Reg
         return ProtocolError(f"{host} broke the HTTP protocol: {exc}")
     text = str(exc).lower()
     if "connection refused" in text:
-        return Unreachable(
-            f"connection to {_host_port(host)} refused",
-            "is the registry running, and is the port right?",
-        )
+        return _refused(host)
     return Unreachable(f"cannot talk to {_host_port(host)}: {exc or type(exc).__name__}")
+
+
+def _refused(host: str) -> Unreachable:
+    return Unreachable(
+        f"connection to {_host_port(host)} refused",
+        "is the registry running, and is the port right?",
+    )
 
 
 def _host_port(host: str) -> str:
