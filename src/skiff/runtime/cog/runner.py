@@ -288,7 +288,10 @@ class Runner:
                 if p.cancel_requested:
                     raise CancelationException()
                 p.in_predict = True
-            fn = getattr(self._instance, self.info.method) if self._instance else self.target
+            if self._instance is not None:
+                fn = getattr(self._instance, self.info.method)
+            else:
+                fn = self.target  # a plain predict function
             result = fn(**kwargs)
             if inspect.iscoroutine(result):
                 import asyncio
@@ -305,6 +308,7 @@ class Runner:
                     emit("output", p)
             else:
                 p.output = self._encode(result, p)
+                emit("output", p)
             return None
         except BaseException as e:
             return e
