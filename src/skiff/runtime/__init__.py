@@ -2,14 +2,9 @@
 
 The ``cog`` package beside this file uses only the standard library and only relative
 imports: the image builder copies that directory to the image's Python path, where it is
-imported as the top-level module ``cog``.
+imported as the top-level module ``cog``. ``local`` runs it from skiff (schema, predict).
 """
 
-from pathlib import Path
+from .local import predict_argv, read_openapi_schema, runtime_dir, runtime_env, serve_argv
 
-__all__ = ["runtime_dir"]
-
-
-def runtime_dir() -> Path:
-    """The directory that contains ``cog/``: put it on PYTHONPATH to ``import cog``."""
-    return Path(__file__).resolve().parent
+__all__ = ["predict_argv", "read_openapi_schema", "runtime_dir", "runtime_env", "serve_argv"]

@@ -1,0 +1,90 @@
+"""Running the in-image runtime from skiff itself (schema at build time, ``skiff predict``).
+
+The runtime runs in a subprocess with ``PYTHONPATH=<runtime_dir>:<model_dir>``, exactly
+as inside the image, so the model's imports behave the same here and there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from skiff.errors import BuildFailed
+
+_SCHEMA_TIMEOUT_S = 300
+
+
+def runtime_dir() -> Path:
+    """The directory that contains ``cog/``: put it on PYTHONPATH to ``import cog``."""
+    return Path(__file__).resolve().parent
+
+
+def runtime_env(
+    model_dir: Path,
+    predictor: str | None = None,
+    base: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """Environment for a runtime subprocess: ``cog`` and the model importable."""
+    env = dict(os.environ if base is None else base)
+    paths = [str(runtime_dir()), str(model_dir)]
+    if env.get("PYTHONPATH"):
+        paths.append(env["PYTHONPATH"])
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    if predictor is not None:
+        env["COG_PREDICTOR"] = predictor
+    return env
+
+
+def predict_argv(
+    inputs: Sequence[str], output_dir: Path, python: str = sys.executable
+) -> list[str]:
+    """Command line of the local runner; run it with ``cwd=model_dir`` and ``runtime_env``."""
+    argv = [python, "-m", "cog.command.predict", "--output-dir", str(output_dir)]
+    for item in inputs:
+        argv += ["-i", item]
+    return argv
+
+
+def serve_argv(port: int, host: str = "127.0.0.1", python: str = sys.executable) -> list[str]:
+    """Command line of Cog's HTTP server; run it with ``cwd=model_dir`` and ``runtime_env``."""
+    return [python, "-m", "cog.server.http", "--host", host, "--port", str(port)]
+
+
+def read_openapi_schema(
+    model_dir: Path, predictor: str | None = None, python: str = sys.executable
+) -> dict[str, Any]:
+    """The predictor's OpenAPI schema (label ``run.cog.openapi_schema``), by importing it.
+
+    Importing needs the model's Python dependencies, so ``python`` should be the
+    interpreter the model runs with.
+    """
+    try:
+        result = subprocess.run(
+            [python, "-m", "cog.command.openapi_schema"],
+            cwd=model_dir,
+            env=runtime_env(model_dir, predictor),
+            capture_output=True,
+            text=True,
+            timeout=_SCHEMA_TIMEOUT_S,
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise BuildFailed(
+            f"could not run the predictor to read its schema: {e}",
+            hint="check that the Python interpreter exists and the predictor imports quickly",
+        ) from None
+    if result.returncode != 0:
+        detail = result.stderr.strip().splitlines()[-1:] or ["no error output"]
+        raise BuildFailed(
+            f"reading the predictor's schema failed: {detail[0]}",
+            hint="fix the predictor so that `python -c 'import predict'` works in the model folder",
+        )
+    try:
+        schema: dict[str, Any] = json.loads(result.stdout)
+    except ValueError:
+        raise BuildFailed("the schema command printed something that is not JSON") from None
+    return schema
