@@ -120,6 +120,30 @@ def plan_size(requested: int, workdir: Path) -> tuple[int, str]:
     return size, note
 
 
+def snapshot_source(dest: Path) -> str:
+    """Extract src/ as committed at HEAD into ``dest``; returns the commit.
+
+    Colleagues edit and commit in the same working tree: a snapshot keeps the code under test
+    (and the runtime layer built from it) the same for the whole run.
+    """
+    commit = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout.strip()
+    dest.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", commit, "src"],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True, timeout=60)
+    return commit
+
+
 def make_model(dest: Path, size: int) -> list[Path]:
     """examples/hello plus WEIGHT_FILES incompressible weights files totalling ``size`` bytes."""
     shutil.copytree(EXAMPLE, dest)
@@ -160,6 +184,7 @@ class Bench:
     skopeo_default: bool = True
     digest: str = ""  # the manifest digest of the built image
     layout_ref: str = ""  # its name in the exported layout's index
+    source: Path | None = None  # a snapshot of src/ to run instead of the working tree
     counter: int = 0
     notes: list[str] = field(default_factory=list)
 
@@ -171,6 +196,9 @@ class Bench:
 
     def env(self, cache: Path) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SKIFF_")}
+        if self.source is not None:
+            # Ahead of the editable install's path: the snapshot's code is what runs.
+            env["PYTHONPATH"] = str(self.source)
         env.update(
             SKIFF_CACHE_DIR=str(cache),
             SKIFF_BASE_IMAGE=self.base_image,
@@ -248,7 +276,7 @@ def measure_fail_fast(bench: Bench, samples: Samples, index: int) -> None:
         expect=3,
     )
     samples.add("fail_fast_s", result.seconds)
-    samples.add("fail_fast_cache_files", file_count(cache))
+    samples.add("fail_fast_cache_blobs", file_count(cache / "oci" / "blobs"))
 
 
 def measure_build(bench: Bench, samples: Samples, index: int) -> float:
@@ -289,6 +317,7 @@ def measure_throughput(bench: Bench, samples: Samples, index: int, original_code
             samples.add("push_s", result.seconds)
             samples.add("push_rss_mb", result.max_rss_kib * 1024 / MB)
             samples.add("push_mb_s", report["bytes_uploaded"] / MB / result.seconds)
+            samples.add("push_internal_s", report["elapsed_ms"] / 1000)
             measure_repush(bench, samples, ref, original_code)
             stack.close()  # this registry's storage goes before the next one fills up
             return result.seconds
@@ -323,10 +352,11 @@ def measure_repush(bench: Bench, samples: Samples, ref: str, original_code: str)
             bench.skiff(["push", ref, "-C", str(bench.model), "--json"], bench.warm_cache)
         )
         samples.add("repush_bytes", changed["bytes_uploaded"])
-        samples.add(
-            "repush_layer_bytes",
-            sum(la["bytes_uploaded"] for la in changed["layers"] if la["role"] != "config"),
-        )
+        layers = [la for la in changed["layers"] if la["role"] != "config"]
+        samples.add("repush_layer_bytes", sum(la["bytes_uploaded"] for la in layers))
+        roles = sorted(la["role"] for la in layers if la["status"] == "uploaded")
+        if roles != ["code"]:
+            bench.notes.append(f"re-push after a code change uploaded the layers {roles}")
         noop = bench.skiff(["push", ref, "-C", str(bench.model), "--json"], bench.warm_cache)
         report = push_json(noop)
         samples.add("noop_s", noop.seconds)
@@ -488,7 +518,6 @@ def machine_info() -> dict[str, str]:
         except (OSError, subprocess.TimeoutExpired):
             return "?"
 
-    commit = out(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
     return {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "nproc": out(["nproc"]),
@@ -497,7 +526,6 @@ def machine_info() -> dict[str, str]:
         "kernel": platform.release(),
         "python": platform.python_version(),
         "skopeo": out(["skopeo", "--version"]),
-        "skiff commit": commit,
     }
 
 
@@ -513,6 +541,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--no-skopeo-default",
         action="store_true",
         help="skip the informational plain `skopeo copy` (which recompresses)",
+    )
+    parser.add_argument(
+        "--live",
+        action="store_true",
+        help="run the working tree's src/ instead of a snapshot of HEAD's",
     )
     parser.add_argument("--out", type=Path, help="write PREFIX.md and PREFIX.json")
     parser.add_argument(
@@ -539,6 +572,13 @@ def bench_in(work: Path, requested: int, args: argparse.Namespace) -> int:
     make_model(model, size)
     print(f"weights written in {time.perf_counter() - started:.1f}s")
     original_code = (model / "predict.py").read_text()
+    source: Path | None = None
+    if args.live:
+        info["skiff code"] = f"working tree {ROOT / 'src'} (may change during the run)"
+    else:
+        commit = snapshot_source(work / "snapshot")
+        source = work / "snapshot" / "src"
+        info["skiff code"] = f"commit {commit} (a snapshot of src/ taken at the start)"
     samples = Samples()
     with ExitStack() as stack:
         base_reg = stack.enter_context(registry(work / "base-registry"))
@@ -556,7 +596,17 @@ def bench_in(work: Path, requested: int, args: argparse.Namespace) -> int:
             layout=work / "layout",
             warm_cache=work / "warm-cache",
             skopeo_default=not args.no_skopeo_default,
+            source=source,
         )
+        if source is not None:
+            probe = [
+                str(ROOT / ".venv" / "bin" / "python"),
+                "-c",
+                "import skiff; print(skiff.__file__)",
+            ]
+            where = run(probe, bench.env(work), bench.scratch()).stdout.strip()
+            if not where.startswith(str(source)):
+                raise BenchError(f"skiff is imported from {where}, not from the snapshot {source}")
         # The warm cache and the layout skopeo pushes: the same image, built once.
         built = bench.skiff(
             [
@@ -584,8 +634,8 @@ def bench_in(work: Path, requested: int, args: argparse.Namespace) -> int:
             measure_cold_push(bench, samples, round_index)
             shutil.rmtree(work / "scratch", ignore_errors=True)
             print("  " + ", ".join(f"{k}={v[-1]:.3g}" for k, v in samples.values.items()))
-    if any(samples.values["fail_fast_cache_files"]):
-        bench.notes.append("the rejected push wrote files into its cache (it should write none)")
+    if any(samples.values["fail_fast_cache_blobs"]):
+        bench.notes.append("the rejected push wrote blobs into its cache (it should write none)")
     if not all(samples.values["skopeo_same_digest"]):
         bench.notes.append("skopeo --preserve-digests pushed a different manifest digest")
     summary, passed = table(samples)
