@@ -271,6 +271,14 @@ GARBAGE: dict[str, tuple[dict[str, Route], str]] = {
         "without a token",
     ),
     "html-on-v2": ({"GET /v2/": HTML}, "not a registry"),
+    "token-service-down": (
+        {
+            "GET /v2/": _authorized_or(
+                Reply(401, "", {"WWW-Authenticate": 'Bearer realm="http://127.0.0.1:1/token"'})
+            )
+        },
+        "connection to 127.0.0.1:1 refused",
+    ),
     "html-404-on-v2": (
         {"GET /v2/": Reply(404, "<html>", {"Content-Type": "text/html"})},
         "does not serve the registry API",

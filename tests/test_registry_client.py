@@ -16,6 +16,7 @@ from skiff.reference import Repository
 from skiff.registry.client import RegistryClient, UploadSession
 from skiff.registry.errors import (
     Denied,
+    InsecureTransport,
     NotFound,
     ProtocolError,
     ServerError,
@@ -410,3 +411,52 @@ def test_server_errors_are_retried_then_reported() -> None:
         client.head_manifest("latest")
     heads = [s for s in server.seen if s.method == "HEAD"]
     assert len(heads) == FAST.attempts
+
+
+def _bearer_at(realm: str) -> dict[str, Reply]:
+    challenge = Reply(401, "", {"WWW-Authenticate": f'Bearer realm="{realm}",service="s"'})
+    return {"GET /v2/": challenge, "HEAD /v2/a/b/manifests/latest": challenge}
+
+
+def test_unreachable_token_service_is_named_not_the_registry(unused_port: int) -> None:
+    realm = f"http://127.0.0.1:{unused_port}/token"
+    with (
+        _serve(_bearer_at(realm)) as server,
+        client_for(server, "a/b", ALICE) as client,
+        pytest.raises(Unreachable) as info,
+    ):
+        client.head_manifest("latest")
+    message = info.value.message
+    assert message.startswith(f"connection to 127.0.0.1:{unused_port} refused")
+    assert f"where {server.host} sent skiff" in message
+    assert info.value.hint is not None and "is the registry running" not in info.value.hint
+
+
+@pytest.mark.parametrize("realm", ["ftp://x/token", "not a url", "http://"])
+def test_unusable_realm_is_a_protocol_error(realm: str) -> None:
+    with (
+        _serve(_bearer_at(realm)) as server,
+        client_for(server, "a/b", ALICE) as client,
+        pytest.raises(ProtocolError) as info,
+    ):
+        client.head_manifest("latest")
+    assert f"{server.host} named an unusable token service" in info.value.message
+
+
+def test_credentials_never_go_over_plain_http_to_another_machine() -> None:
+    # 192.0.2.1 is TEST-NET-1: skiff must refuse before it even tries to connect.
+    with (
+        _serve(_bearer_at("http://192.0.2.1/token")) as server,
+        client_for(server, "a/b", ALICE) as client,
+        pytest.raises(InsecureTransport) as info,
+    ):
+        client.head_manifest("latest")
+    assert "over plain HTTP to 192.0.2.1" in info.value.message
+
+
+@pytest.fixture
+def unused_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port

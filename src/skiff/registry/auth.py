@@ -176,7 +176,15 @@ class RegistryAuth(httpx.Auth):
     def _fetch_token(
         self, challenge: Challenge, scopes: tuple[str, ...]
     ) -> Generator[httpx.Request, httpx.Response, Token]:
-        realm = httpx.URL(challenge.realm or "")
+        try:
+            realm = httpx.URL(challenge.realm or "")
+        except httpx.InvalidURL:
+            realm = httpx.URL()
+        if realm.scheme not in ("http", "https") or not realm.host:
+            raise ProtocolError(
+                f"{self.host} named an unusable token service: realm={challenge.realm!r}",
+                "the registry's authentication settings are broken; tell its operator",
+            )
         creds = self.credentials
         if creds.registry_token:
             token = Token(creds.registry_token, time.time() + 3600, None)

@@ -174,7 +174,6 @@ def _retry_after(response: httpx.Response) -> float | None:
 
 
 def causes(exc: BaseException) -> Iterable[BaseException]:
-    """``exc`` and the exceptions behind it: the SSL or socket error inside an httpx error."""
     """The exception and what caused it, down to the socket or SSL error.
 
     httpx chains its own errors with ``from``, so their implicit ``__context__`` is only what
@@ -195,6 +194,20 @@ def causes(exc: BaseException) -> Iterable[BaseException]:
 
 def translate(exc: httpx.HTTPError, host: str, options: TransportOptions) -> RegistryError:
     """Turn an httpx failure into a RegistryError that names the host and says what to do."""
+    target = _request_host(exc)
+    if target is not None and target not in (_with_port(host, 443), _with_port(host, 80)):
+        # The registry's token service (or the storage it redirected to) failed, not the
+        # registry: name the host that failed, or users debug a registry that is fine.
+        inner = translate(exc, target, options)
+        hint = inner.hint
+        if not isinstance(inner, TLSFailure):
+            hint = f"the service {host} relies on is failing; try again later, or tell its operator"
+        return type(inner)(
+            f"{inner.message} ({target} is where {host} sent skiff, e.g. its token service)",
+            hint,
+            status=inner.status,
+            code=inner.code,
+        )
     for cause in causes(exc):
         if isinstance(cause, ssl.SSLCertVerificationError):
             reason = cause.verify_message or str(cause)
@@ -236,6 +249,22 @@ def translate(exc: httpx.HTTPError, host: str, options: TransportOptions) -> Reg
     if "connection refused" in text:
         return _refused(host)
     return Unreachable(f"cannot talk to {_host_port(host)}: {exc or type(exc).__name__}")
+
+
+def _request_host(exc: httpx.HTTPError) -> str | None:
+    """``HOST[:PORT]`` of the request that failed, spelled like a registry host, if known."""
+    try:
+        url = exc.request.url
+    except RuntimeError:  # raised outside of a request
+        return None
+    if not url.host:
+        return None
+    name = f"[{url.host}]" if ":" in url.host else url.host
+    return f"{name}:{url.port or (443 if url.scheme == 'https' else 80)}"
+
+
+def _with_port(host: str, default: int) -> str:
+    return host if ":" in host.rsplit("]", 1)[-1] else f"{host}:{default}"
 
 
 def _refused(host: str) -> Unreachable:
