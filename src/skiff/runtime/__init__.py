@@ -5,6 +5,20 @@ imports: the image builder copies that directory to the image's Python path, whe
 imported as the top-level module ``cog``. ``local`` runs it from skiff (schema, predict).
 """
 
-from .local import predict_argv, read_openapi_schema, runtime_dir, runtime_env, serve_argv
+from .local import (
+    predict_argv,
+    read_openapi_schema,
+    runtime_dir,
+    runtime_env,
+    schema_for_build,
+    serve_argv,
+)
 
-__all__ = ["predict_argv", "read_openapi_schema", "runtime_dir", "runtime_env", "serve_argv"]
+__all__ = [
+    "predict_argv",
+    "read_openapi_schema",
+    "runtime_dir",
+    "runtime_env",
+    "schema_for_build",
+    "serve_argv",
+]

@@ -16,6 +16,10 @@ from typing import Any
 
 from skiff.errors import BuildFailed
 
+from .cog.config import ConfigError, predictor_ref
+from .cog.predictor import PredictorLoadError
+from .cog.static import StaticSchemaError, static_openapi_schema
+
 _SCHEMA_TIMEOUT_S = 300
 
 
@@ -88,3 +92,17 @@ def read_openapi_schema(
     except ValueError:
         raise BuildFailed("the schema command printed something that is not JSON") from None
     return schema
+
+
+def schema_for_build(
+    model_dir: Path, predictor: str | None = None, python: str = sys.executable
+) -> dict[str, Any]:
+    """The schema for the image label: read statically when the source allows it (no
+    dependencies, no code run), else by importing the predictor with ``python``."""
+    try:
+        ref = predictor or predictor_ref(str(model_dir))
+        return static_openapi_schema(ref, model_dir)
+    except (StaticSchemaError, PredictorLoadError):
+        return read_openapi_schema(model_dir, predictor, python)
+    except ConfigError as e:
+        raise BuildFailed(str(e), hint="set `predict:` in cog.yaml") from None

@@ -199,7 +199,7 @@ def _type_name(tpe: Any) -> str:
     return str(getattr(tpe, "__name__", tpe))
 
 
-def _input_spec(order: int, name: str, tpe: Any, raw_default: Any) -> InputSpec:
+def input_spec(order: int, name: str, tpe: Any, raw_default: Any) -> InputSpec:
     try:
         ft = field_type(tpe)
     except IntrospectionError as e:
@@ -329,7 +329,7 @@ def inspect_predictor(target: Any, method: str) -> PredictorInfo:
         if p.name not in hints:
             raise IntrospectionError(f"missing type annotation for input: {p.name}")
         raw_default = MISSING if p.default is p.empty else p.default
-        inputs[p.name] = _input_spec(order, p.name, hints[p.name], raw_default)
+        inputs[p.name] = input_spec(order, p.name, hints[p.name], raw_default)
     try:
         output = output_spec(hints.get("return", inspect.Signature.empty))
     except IntrospectionError as e:

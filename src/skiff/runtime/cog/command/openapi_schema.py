@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -12,15 +13,26 @@ from ..config import ConfigError, predictor_ref
 from ..introspect import IntrospectionError
 from ..predictor import PredictorLoadError
 from ..schema import openapi_schema
+from ..static import StaticSchemaError, static_openapi_schema
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cog.command.openapi_schema")
+    parser.add_argument(
+        "--static",
+        action="store_true",
+        help="read the predictor's source instead of importing it (no dependencies needed)",
+    )
+    args = parser.parse_args(argv)
     cwd = os.getcwd()
     try:
-        # The predictor's import-time prints must not corrupt the JSON on stdout.
-        with contextlib.redirect_stdout(sys.stderr):
-            schema = openapi_schema(predictor_ref(cwd), cwd)
-    except (ConfigError, PredictorLoadError, IntrospectionError) as e:
+        if args.static:
+            schema = static_openapi_schema(predictor_ref(cwd), cwd)
+        else:
+            # The predictor's import-time prints must not corrupt the JSON on stdout.
+            with contextlib.redirect_stdout(sys.stderr):
+                schema = openapi_schema(predictor_ref(cwd), cwd)
+    except (ConfigError, PredictorLoadError, IntrospectionError, StaticSchemaError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except Exception as e:
