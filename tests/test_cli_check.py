@@ -355,3 +355,23 @@ def test_cog_yaml_folder_is_checked(plain_registry: RegistryServer, tmp_path: Pa
     run = skiff("check", "--dir", str(tmp_path), f"{plain_registry.host}/a/b")
     assert run.code == 2, run.output
     assert "missing.py" in run.stderr
+
+
+def test_hostile_error_text_cannot_drive_the_terminal() -> None:
+    """The registry writes part of the message: no escape sequences, no markup, no flood."""
+    message = (
+        "[bold red]denied[/] [link=http://x]click\x1b[2J\x1b[31m\nok      fake line" + "z" * 5000
+    )
+    body = json.dumps({"errors": [{"code": "DENIED", "message": message}]})
+    routes: dict[str, Route] = {
+        "GET /v2/": Reply(200, "{}"),
+        "POST /v2/a/b/blobs/uploads/": Reply(403, body),
+    }
+    with MisbehavingServer(routes) as server:
+        run = skiff("check", f"{server.host}/a/b")
+    assert run.code == 3
+    assert "\x1b" not in run.stderr
+    assert "[bold red]denied[/]" in run.stderr  # shown as text, not interpreted
+    assert "\\x1b[2J" in run.stderr
+    assert "\nok      fake line" not in run.stderr
+    assert len(run.stderr) < 3000

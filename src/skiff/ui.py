@@ -18,6 +18,20 @@ _MARKS = {
 }
 
 
+def safe(text: str) -> str:
+    """``text`` ready for rich: markup escaped, control characters shown as ``\\xNN``.
+
+    Registries write part of our messages (their error bodies); they must not drive the user's
+    terminal with escape sequences or fake extra lines.
+    """
+    shown = "".join(
+        char if char.isprintable() else f"\\x{ord(char):02x}" if ord(char) < 0x100
+        else f"\\u{ord(char):04x}"
+        for char in text
+    )
+    return escape(shown)
+
+
 def stderr_console() -> Console:
     # highlight=False: rich would otherwise colour numbers and paths in our messages at random.
     return Console(stderr=True, highlight=False, soft_wrap=True)
@@ -34,7 +48,7 @@ class CheckPrinter:
         if not self.console.is_terminal:
             mark = f"{word:<7}"
         ms = f"{result.elapsed_ms:.0f} ms"
-        text = escape(result.message)
+        text = safe(result.message)
         style = "dim" if result.status is Status.SKIPPED else ""
         line = f"  {mark} {result.name:<16} {text}  [dim]{ms}[/]"
         self.console.print(f"[{style}]{line}[/]" if style else line)
@@ -43,15 +57,15 @@ class CheckPrinter:
 def print_report_footer(console: Console, report: Report, success: str) -> None:
     failure = report.failure
     if failure is None:
-        console.print(f"[green]{escape(success)}[/] [dim]({report.elapsed_ms:.0f} ms)[/]")
+        console.print(f"[green]{safe(success)}[/] [dim]({report.elapsed_ms:.0f} ms)[/]")
         return
     print_error(console, failure.message, failure.hint)
 
 
 def print_error(console: Console, message: str, hint: str | None) -> None:
-    console.print(f"[red bold]error:[/] {escape(message)}")
+    console.print(f"[red bold]error:[/] {safe(message)}")
     if hint:
-        console.print(f"[yellow]fix:[/] {escape(hint)}")
+        console.print(f"[yellow]fix:[/] {safe(hint)}")
 
 
 def print_json(document: dict[str, Any]) -> None:
@@ -120,7 +134,7 @@ class PushProgress:
 
     def status(self, text: str) -> None:
         if not self.live:
-            self.console.print(f"  {escape(text)}")
+            self.console.print(f"  {safe(text)}")
 
     def blob_started(self, digest: object, size: int, role: str) -> None:
         if self.live:

@@ -383,8 +383,11 @@ def parse_error_body(response: httpx.Response) -> list[RegistryErrorDetail]:
     for item in errors[:5]:
         if isinstance(item, dict) and isinstance(item.get("code"), str):
             message = item.get("message")
+            # Bounded: a registry's message is quoted in ours, on one line of a terminal.
             out.append(
-                RegistryErrorDetail(item["code"], message if isinstance(message, str) else "")
+                RegistryErrorDetail(
+                    item["code"][:100], message[:300] if isinstance(message, str) else ""
+                )
             )
     return out
 
