@@ -6,6 +6,7 @@ import base64
 import subprocess
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -206,6 +207,8 @@ def test_file_input_and_output_as_data_uris(start_server: Any, receiver: Receive
     r = server.client.post("/predictions", json={"input": {"document": doc}})
     assert r.status_code == 200, r.text
     assert r.json()["output"] == "data:text/plain;base64," + base64.b64encode(b"hello!").decode()
+    # As in Cog, a returned temporary file is deleted once sent.
+    assert not Path(r.json()["logs"].strip()).exists()
     # An http(s) URL is downloaded first.
     receiver.uploads["/doc.txt"] = b"remote"
     r = server.client.post(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import mimetypes
 import os
@@ -78,16 +79,20 @@ def data_uri(data: bytes, name: str) -> str:
     return f"data:{guess_mime(name)};base64,{base64.b64encode(data).decode('ascii')}"
 
 
-def _read_output(value: Any) -> tuple[bytes, str]:
-    if isinstance(value, os.PathLike):
-        path = os.fspath(value)
-        with open(path, "rb") as f:
-            return f.read(), os.path.basename(path)
-    fileobj: IO[Any] = value
+def _read_fileobj(fileobj: IO[Any]) -> tuple[bytes, str]:
     data = fileobj.read()
     if isinstance(data, str):
         data = data.encode()
     return data, os.path.basename(str(getattr(fileobj, "name", "output")))
+
+
+def discard_if_temporary(path: str) -> None:
+    """Cog deletes returned files once sent; only temp files, never the model's own."""
+    tmp = os.path.realpath(tempfile.gettempdir())
+    real = os.path.realpath(path)
+    if os.path.commonpath([tmp, real]) == tmp and real != tmp:
+        with contextlib.suppress(OSError):
+            os.unlink(real)
 
 
 class OutputFiles:
@@ -97,16 +102,32 @@ class OutputFiles:
         self.upload_url = upload_url
 
     def encode(self, value: Any, prefix: str | None = None) -> str:
-        data, name = _read_output(value)
         base = prefix or self.upload_url
-        if not base:
-            return data_uri(data, name)
-        return self._upload(base, data, name)
+        if not isinstance(value, os.PathLike):
+            data, name = _read_fileobj(value)
+            return (
+                self._upload(base, io.BytesIO(data), len(data), name)
+                if base
+                else (data_uri(data, name))
+            )
+        path = os.fspath(value)
+        name = os.path.basename(path)
+        try:
+            if not base:
+                with open(path, "rb") as f:
+                    return data_uri(f.read(), name)
+            with open(path, "rb") as f:  # streamed: outputs can be larger than memory
+                return self._upload(base, f, os.path.getsize(path), name)
+        finally:
+            discard_if_temporary(path)
 
-    def _upload(self, base: str, data: bytes, name: str) -> str:
+    def _upload(self, base: str, body: IO[bytes], size: int, name: str) -> str:
         url = base.rstrip("/") + "/" + urllib.parse.quote(name)
         request = urllib.request.Request(
-            url, data=data, method="PUT", headers={"Content-Type": guess_mime(name)}
+            url,
+            data=body,
+            method="PUT",
+            headers={"Content-Type": guess_mime(name), "Content-Length": str(size)},
         )
         try:
             with urllib.request.urlopen(request, timeout=_DOWNLOAD_TIMEOUT_S) as resp:

@@ -16,7 +16,7 @@ from typing import Any, TextIO
 
 from .. import logcapture
 from ..config import ConfigError, predictor_ref
-from ..files import OutputFiles
+from ..files import OutputFiles, discard_if_temporary
 from ..introspect import InputSpec, Primitive
 from ..predictor import PredictorLoadError
 from ..runner import Prediction, Runner, mask_secrets, new_prediction_id, now_iso
@@ -39,6 +39,7 @@ class LocalOutputFiles(OutputFiles):
         target = _unique(os.path.join(self.output_dir, name))
         if isinstance(value, os.PathLike):
             shutil.copyfile(os.fspath(value), target)
+            discard_if_temporary(os.fspath(value))
         else:
             data = value.read()
             with open(target, "wb") as f:
