@@ -166,13 +166,31 @@ DirOpt = Annotated[Path, typer.Option("--dir", "-C", help="Model folder (with co
 PullOpt = Annotated[
     bool, typer.Option("--pull", help="Ask the registry for the base image again.")
 ]
+SecretOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--secret",
+        metavar="id=ID,src=FILE",
+        help="id=ID,src=FILE: a secret for build steps that mount it (never stored in the image).",
+    ),
+]
 
 
 def _build_options(
-    base_image: str | None, platform: str, pull: bool, tag: str | None = None
+    base_image: str | None,
+    platform: str,
+    pull: bool,
+    tag: str | None = None,
+    secrets: list[str] | None = None,
 ) -> BuildOptions:
     from skiff.image.builder import BuildOptions
     from skiff.image.oci import Platform
+    from skiff.image.steps import parse_secret
+
+    try:
+        secret_files = dict(parse_secret(text) for text in secrets or [])
+    except SkiffError as exc:
+        fail(exc, False)
 
     try:
         parsed = Platform.parse(platform)
@@ -185,7 +203,9 @@ def _build_options(
             ),
             False,
         )
-    return BuildOptions(base_image=base_image, platform=parsed, refresh_base=pull, tag=tag)
+    return BuildOptions(
+        base_image=base_image, platform=parsed, refresh_base=pull, tag=tag, secrets=secret_files
+    )
 
 
 @app.command()
@@ -201,6 +221,7 @@ def build(
     base_image: BaseImageOpt = None,
     platform: PlatformOpt = "linux/amd64",
     pull: PullOpt = False,
+    secret: SecretOpt = None,
     debug: DebugFlag = False,
 ) -> None:
     """Build the image from cog.yaml into the local cache (no Docker needed)."""
@@ -215,7 +236,7 @@ def build(
             name = str(parse_reference(name))
         except SkiffError as exc:
             fail(exc, False)
-    options = _build_options(base_image, platform, pull, name or "latest-build")
+    options = _build_options(base_image, platform, pull, name or "latest-build", secret)
     try:
         layout = default_layout()
         image = Builder(
@@ -251,6 +272,7 @@ def push(
     base_image: BaseImageOpt = None,
     platform: PlatformOpt = "linux/amd64",
     pull: PullOpt = False,
+    secret: SecretOpt = None,
     as_json: JsonFlag = False,
     debug: DebugFlag = False,
 ) -> None:
@@ -262,7 +284,7 @@ def push(
     console = stderr_console()
     if reference is None:
         reference = _reference_from_config(directory, as_json)
-    options = PushOptions(build=_build_options(base_image, platform, pull))
+    options = PushOptions(build=_build_options(base_image, platform, pull, secrets=secret))
     if not as_json:
         console.print(f"Pushing [bold]{escape(reference)}[/]")
     events = PushProgress(console, show_checks=not as_json) if not as_json else None

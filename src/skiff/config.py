@@ -239,8 +239,8 @@ class Config(BaseModel):
 def load(folder: Path, *, allow_unbuilt: bool = False) -> Config:
     """Read and validate ``folder/cog.yaml``.
 
-    Features skiff cannot build yet (``system_packages``, ``build.run``, ``gpu: true``, ...) are
-    refused unless ``allow_unbuilt``: a silently different image would be worse than no image.
+    Features skiff cannot build yet (the ``weights`` entries) are refused unless
+    ``allow_unbuilt``: a silently different image would be worse than no image.
     """
     path = folder / FILENAME
     text = _read(path, folder)
@@ -684,16 +684,7 @@ class _Unbuilt:
 
 
 def _unbuilt_problems(config: Config) -> list[ConfigError]:
-    build = config.build
     found: list[_Unbuilt] = []
-    if build.system_packages:
-        found.append(_Unbuilt("build.system_packages", "install system (apt) packages"))
-    if build.run:
-        found.append(_Unbuilt("build.run", "run build commands (build.run)"))
-    if build.pre_install:
-        found.append(_Unbuilt("build.pre_install", "run build commands (build.pre_install)"))
-    if build.gpu:
-        found.append(_Unbuilt("build.gpu", "build GPU images (build.gpu: true)"))
     if config.weights:
         found.append(_Unbuilt("weights", "package weights entries"))
     return [

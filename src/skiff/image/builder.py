@@ -1,7 +1,8 @@
 """The daemonless builder: cog.yaml + model folder -> an OCI image in the build cache.
 
-Layers, bottom to top, ordered so that what changes least sits lowest: the base image, skiff's
-Cog runtime, the Python dependencies, the weights (uncompressed, one or more layers), the code.
+Layers, bottom to top, ordered so that what changes least sits lowest: the base image, one layer
+per build step (system packages, then each ``run`` command; see ``steps.py``), skiff's Cog runtime,
+the Python dependencies, the weights (uncompressed, one or more layers), the code.
 They are built in another order — runtime, weights and code while uv installs the dependencies
 in a second thread — and each is announced through ``on_layer`` as soon as it is in the cache, so
 a push can upload it while the rest is still being built.
@@ -14,7 +15,7 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,11 +27,13 @@ from skiff import __version__
 from skiff import config as cogconfig
 from skiff.errors import BuildFailed
 from skiff.image.base import BaseImage, default_base, pull_base
+from skiff.image.gpu import gpu_base
 from skiff.image.layers import Entry, Layer, StatCache, build_layer
 from skiff.image.layout import Layout, default_layout
 from skiff.image.oci import LINUX_AMD64, Descriptor, ImageConfig, Manifest, Platform
 from skiff.image.pydeps import SITE_PACKAGES, python_deps_layer
 from skiff.image.sourcetree import plan_source_layers
+from skiff.image.steps import Step, StepResult, StepRunner, check_secrets, plan_steps, step_env
 from skiff.runtime import runtime_dir
 
 RUNTIME_PATH = "/opt/skiff/python"
@@ -43,6 +46,8 @@ class BuildOptions:
     platform: Platform = LINUX_AMD64
     refresh_base: bool = False
     tag: str | None = None  # a name for the image in the cache's index
+    # --secret id=ID,src=FILE: files build steps may mount; their contents never enter the image
+    secrets: Mapping[str, Path] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)
@@ -50,7 +55,7 @@ class BuiltLayer:
     """A layer of the image and the part of the model it holds."""
 
     descriptor: Descriptor
-    role: str  # base | runtime | deps | weights | code
+    role: str  # base | system | run | runtime | deps | weights | code
 
 
 @dataclass
@@ -107,17 +112,21 @@ class Builder:
             for path in plan.secret_like
         ]
         warnings += [f"left out {s.path}: {s.reason}" for s in plan.skipped]
+        steps = plan_steps(cfg.build)
+        check_secrets(steps, self.options.secrets)
+        chosen_base = self.options.base_image or os.environ.get("SKIFF_BASE_IMAGE")
+        if cfg.build.gpu and not chosen_base:
+            # Before any work: an impossible CUDA/Python combination is the user's to fix.
+            chosen_base = gpu_base(
+                cfg.build.cuda, cfg.build.cudnn, cfg.build.python_version
+            ).reference
         self._gate()
         layout = self._layout or default_layout()
         stat_cache = StatCache(layout.root.parent / "stat-cache")
         platform = self.options.platform
 
         self.status("resolving the base image")
-        base_text = (
-            self.options.base_image
-            or os.environ.get("SKIFF_BASE_IMAGE")
-            or default_base(cfg.build.python_version)
-        )
+        base_text = chosen_base or default_base(cfg.build.python_version)
         base = pull_base(base_text, platform, layout, refresh=self.options.refresh_base)
         self.base = base
         for descriptor in base.layers:
@@ -125,6 +134,7 @@ class Builder:
 
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="skiff-deps") as pool:
             deps_future = pool.submit(self._deps_layer, cfg, layout, stat_cache)
+            step_layers = self._step_layers(steps, cfg, base, layout, stat_cache)
             runtime = self._layer(_runtime_entries(), layout, stat_cache, "gzip", "runtime")
             weights = [
                 self._layer(group, layout, stat_cache, "none", "weights") for group in plan.weights
@@ -134,7 +144,7 @@ class Builder:
             if deps is not None:
                 self.on_layer(BuiltLayer(deps.descriptor, "deps"))
 
-        ordered: list[tuple[Layer, str]] = [(runtime, "runtime")]
+        ordered: list[tuple[Layer, str]] = [*step_layers, (runtime, "runtime")]
         if deps is not None:
             ordered.append((deps, "deps"))
         ordered += [(w, "weights") for w in weights]
@@ -170,6 +180,31 @@ class Builder:
         if entries:
             self.on_layer(BuiltLayer(layer.descriptor, role))
         return layer
+
+    def _step_layers(
+        self,
+        steps: list[Step],
+        cfg: cogconfig.Config,
+        base: BaseImage,
+        layout: Layout,
+        stat_cache: StatCache,
+    ) -> list[tuple[Layer, str]]:
+        if not steps:
+            return []
+        runner = StepRunner(
+            layout,
+            stat_cache,
+            base.layers,
+            env=step_env(base.config.env_map, cfg.environment_vars),
+            secrets=self.options.secrets,
+            work_dir=layout.root.parent / "rootfs",
+            on_status=self.status,
+        )
+
+        def announce(result: StepResult) -> None:
+            self.on_layer(BuiltLayer(result.layer.descriptor, result.step.role))
+
+        return [(r.layer, r.step.role) for r in runner.run(steps, announce)]
 
     def _deps_layer(
         self, cfg: cogconfig.Config, layout: Layout, stat_cache: StatCache

@@ -1,0 +1,576 @@
+"""Build steps (``system_packages``, ``build.run``) run in a sandbox, each turned into a layer.
+
+The way daemonless builders do it: the base image (and the layers of earlier steps) are unpacked
+into a root filesystem in the cache; the step runs there in a sandbox — ``bwrap`` with ``/proc``,
+a fresh ``/dev``, a tmpfs ``/tmp``, its own PID namespace, the host's network and DNS settings
+(read-only) and the build's environment; or, where bwrap is missing and skiff runs as root, a
+chroot in private mount and PID namespaces. The root filesystem is compared with a snapshot
+taken before the step: what was added or changed becomes the layer, what was deleted becomes a
+whiteout. Layers are reproducible tars (``layers.build_layer``): sorted, mtime 0, owner 0.
+
+A secret (``mounts: [{type: secret, id, target}]`` in cog.yaml, ``--secret id=ID,src=FILE`` on the
+command line) is bind-mounted read-only at its target for that one step: its content is never
+copied into the root filesystem, and its placeholder mount point is removed before the diff.
+
+Each step's layer is cached under a key made of the layers below it, the command, the secret ids
+(not their contents) and the environment: a step whose inputs did not change is not run again,
+and no root filesystem is unpacked when every step is cached.
+
+Known differences from a Docker build: file owners are not kept in step layers (everything is
+root's, as the layer format here has no owners); a file rewritten with the same bytes still
+appears in the layer (its stat changed); ``/proc``, ``/sys``, ``/dev`` and ``/tmp`` are never part
+of a layer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import posixpath
+import re
+import shlex
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from skiff.config import BuildConfig
+from skiff.errors import BuildFailed, InvalidInput
+from skiff.image.layers import Entry, Layer, StatCache, build_layer
+from skiff.image.layout import Layout
+from skiff.image.oci import Descriptor, canonical_json
+from skiff.image.rootfs import WHITEOUT_PREFIX, apply_layer, unpack_layers
+
+_KEY_VERSION = 1
+# Mount points the sandbox provides: whatever happens under them is not the step's output.
+EXCLUDED_TOP = frozenset({"proc", "sys", "dev", "tmp"})
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_OUTPUT_TAIL = 30
+_SECRET_ID = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+StepRole = Literal["system", "run"]
+
+
+# --- what to run ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SecretMount:
+    """A secret the step reads at ``target`` (an absolute path in the image)."""
+
+    id: str
+    target: str
+
+
+@dataclass(frozen=True)
+class Step:
+    command: str
+    role: StepRole = "run"
+    mounts: tuple[SecretMount, ...] = ()
+
+    @property
+    def title(self) -> str:
+        first = self.command.strip().splitlines()[0] if self.command.strip() else ""
+        return first if len(first) <= 70 else first[:67] + "..."
+
+
+def system_packages_step(packages: Sequence[str]) -> Step:
+    """One apt step for all packages, with apt's lists removed in the same step (smaller layer)."""
+    names = " ".join(shlex.quote(p) for p in packages)
+    return Step(
+        "apt-get update -qq && apt-get install -y -qq --no-install-recommends "
+        f"{names} && rm -rf /var/lib/apt/lists/*",
+        "system",
+    )
+
+
+def python_step(python_version: str) -> Step:
+    """Makes ``python3`` the given version (for GPU bases, see ``gpu.py``): installed from the
+    distribution's archive if missing. Does nothing on a base that already has it."""
+    py = ".".join(python_version.split(".")[:2])
+    check = "import sys; print('%d.%d' % sys.version_info[:2])"
+    command = (
+        f"if ! command -v python{py} >/dev/null 2>&1; then"
+        f" apt-get update -qq && apt-get install -y -qq --no-install-recommends python{py}"
+        " && rm -rf /var/lib/apt/lists/*; fi"
+        f' && if [ "$(python3 -c "{check}" 2>/dev/null)" != "{py}" ]; then'
+        f' ln -sf "$(command -v python{py})" /usr/local/bin/python3; fi'
+    )
+    return Step(command, "system")
+
+
+def plan_steps(build: BuildConfig) -> list[Step]:
+    """The steps cog.yaml's ``build`` asks for, in order: Python for a GPU base, the system
+    packages (one apt step), then ``pre_install`` (Cog's older name) and ``run``, one step each."""
+    steps: list[Step] = []
+    if build.gpu:
+        steps.append(python_step(build.python_version))
+    if build.system_packages:
+        steps.append(system_packages_step(build.system_packages))
+    steps += [Step(command) for command in build.pre_install]
+    for run in build.run:
+        mounts = tuple(SecretMount(m.id, m.target) for m in run.mounts)
+        steps.append(Step(run.command, "run", mounts))
+    return steps
+
+
+def parse_secret(text: str) -> tuple[str, Path]:
+    """``id=ID,src=FILE`` (Docker's ``--secret`` syntax; ``source=`` also accepted)."""
+    fields: dict[str, str] = {}
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        if not sep:
+            raise InvalidInput(f"invalid --secret {part!r}", "write it as --secret id=ID,src=FILE")
+        fields[key.strip()] = value
+    secret_id = fields.pop("id", "")
+    source = fields.pop("src", None) or fields.pop("source", None)
+    fields.pop("type", None)
+    if not secret_id or not source or fields:
+        raise InvalidInput(
+            f"invalid --secret {text.split(',')[0]}...", "write it as --secret id=ID,src=FILE"
+        )
+    if not _SECRET_ID.match(secret_id):
+        raise InvalidInput(f"invalid secret id {secret_id!r}", "use letters, digits, '.', '_', '-'")
+    return secret_id, Path(source).expanduser()
+
+
+def check_secrets(steps: Sequence[Step], secrets: Mapping[str, Path]) -> None:
+    """Every secret a step mounts was given, and its file is readable (before any work starts)."""
+    for step in steps:
+        for mount in step.mounts:
+            if not mount.target.startswith("/") or ".." in mount.target.split("/"):
+                raise InvalidInput(
+                    f"secret {mount.id!r}: target {mount.target!r} must be an absolute path",
+                    "e.g. target: /run/secrets/" + mount.id,
+                )
+            source = secrets.get(mount.id)
+            if source is None:
+                raise InvalidInput(
+                    f"the build step {step.title!r} needs the secret {mount.id!r}",
+                    f"pass it with --secret id={mount.id},src=FILE",
+                )
+            if not source.is_file() or not os.access(source, os.R_OK):
+                raise InvalidInput(
+                    f"the secret {mount.id!r} file {source} is not a readable file",
+                    "check the src= path of --secret",
+                )
+
+
+# --- the sandbox ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    kind: Literal["bwrap", "chroot"]
+    program: str
+
+    @classmethod
+    def find(cls) -> Sandbox:
+        """bwrap if installed, else a chroot when running as root on Linux; else BuildFailed."""
+        if not sys.platform.startswith("linux"):
+            raise BuildFailed(
+                "this model has build steps (system_packages or run), which skiff can only run"
+                " on Linux",
+                "build it on a Linux machine or in a Linux CI job; pure-Python models build"
+                " anywhere",
+            )
+        found = shutil.which("bwrap")
+        if found:
+            return cls("bwrap", found)
+        unshare = shutil.which("unshare")
+        if os.geteuid() == 0 and unshare and shutil.which("chroot"):
+            return cls("chroot", unshare)
+        raise BuildFailed(
+            "this model has build steps (system_packages or run) and no sandbox to run them",
+            "install bubblewrap (apt-get install bubblewrap, dnf install bubblewrap),"
+            " or run skiff as root",
+        )
+
+
+@dataclass(frozen=True)
+class _Bind:
+    source: Path
+    target: str  # absolute, in the image
+    tmpfs_parent: str | None  # a fresh tmpfs to hold the mount point, when its parent is new
+
+
+def _placeholders(root: Path, binds: Sequence[_Bind]) -> list[str]:
+    """Paths (relative) the sandbox may create in the root as mount points; removed after."""
+    out: list[str] = []
+    for bind in binds:
+        rel = bind.target.lstrip("/")
+        parent = posixpath.dirname(rel)
+        while parent and not os.path.lexists(root / parent):
+            out.append(parent)
+            parent = posixpath.dirname(parent)
+        if not os.path.lexists(root / rel):
+            out.append(rel)
+    return out
+
+
+def _remove_placeholders(root: Path, paths: Sequence[str]) -> None:
+    # Deepest first; only empty files and directories: anything else is the step's own output.
+    for rel in sorted(set(paths), key=lambda p: p.count("/"), reverse=True):
+        path = root / rel
+        with contextlib.suppress(OSError):
+            st = os.lstat(path)
+            if stat.S_ISDIR(st.st_mode):
+                os.rmdir(path)
+            elif stat.S_ISREG(st.st_mode) and st.st_size == 0:
+                os.unlink(path)
+
+
+def _binds(root: Path, step: Step, secrets: Mapping[str, Path]) -> list[_Bind]:
+    binds: list[_Bind] = []
+    resolv = root / "etc" / "resolv.conf"
+    # apt needs DNS: the host's settings, read-only, unless the image's file is a symlink (bwrap
+    # would follow it) or there is no /etc.
+    if Path("/etc/resolv.conf").exists() and (root / "etc").is_dir() and not resolv.is_symlink():
+        binds.append(_Bind(Path("/etc/resolv.conf"), "/etc/resolv.conf", None))
+    for mount in step.mounts:
+        target = posixpath.normpath(mount.target)
+        parent = posixpath.dirname(target)
+        fresh = not (root / parent.lstrip("/")).is_dir()
+        binds.append(_Bind(secrets[mount.id], target, parent if fresh else None))
+    return binds
+
+
+def _bwrap_args(sandbox: Sandbox, root: Path, binds: Sequence[_Bind], command: str) -> list[str]:
+    args = [sandbox.program, "--bind", str(root), "/", "--proc", "/proc", "--dev", "/dev"]
+    args += ["--tmpfs", "/tmp", "--unshare-pid", "--die-with-parent"]
+    if os.geteuid() != 0:
+        # apt and dpkg want to be root: a user namespace maps the user to root for the step.
+        args += ["--unshare-user", "--uid", "0", "--gid", "0"]
+    for bind in binds:
+        if bind.tmpfs_parent:
+            args += ["--tmpfs", bind.tmpfs_parent]
+        args += ["--ro-bind", str(bind.source), bind.target]
+    return [*args, "--chdir", "/", "/bin/sh", "-c", command]
+
+
+def _chroot_args(sandbox: Sandbox, root: Path, binds: Sequence[_Bind], command: str) -> list[str]:
+    """unshare + mount + chroot: the same view as bwrap, for root without bwrap."""
+    q = shlex.quote
+    r = q(str(root))
+    lines = [
+        "set -e",
+        f"mkdir -p {r}/proc {r}/dev {r}/tmp",
+        f"mount -t proc proc {r}/proc",
+        f"mount --rbind /dev {r}/dev",
+        f"mount -t tmpfs tmpfs {r}/tmp",
+    ]
+    for bind in binds:
+        target = q(str(root) + bind.target)
+        if bind.tmpfs_parent:
+            parent = q(str(root) + bind.tmpfs_parent)
+            lines += [f"mkdir -p {parent}", f"mount -t tmpfs tmpfs {parent}"]
+        lines += [
+            f"[ -e {target} ] || : > {target}",
+            f"mount --bind {q(str(bind.source))} {target}",
+            f"mount -o remount,bind,ro {target}",
+        ]
+    lines.append(f"exec chroot {r} /bin/sh -c {q(command)}")
+    script = "\n".join(lines)
+    unshare = [sandbox.program, "--mount", "--pid", "--fork", "--propagation", "private"]
+    return [*unshare, "/bin/sh", "-c", script]
+
+
+# --- snapshot and diff ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FileState:
+    kind: Literal["file", "dir", "symlink", "other"]
+    mode: int
+    size: int
+    mtime_ns: int
+    inode: int
+    link: str | None = None
+
+
+def snapshot(root: Path) -> dict[str, FileState]:
+    """Every path under ``root`` (relative, ``/``-separated) and its stat, symlinks not followed."""
+    states: dict[str, FileState] = {}
+    stack = [""]
+    while stack:
+        rel_dir = stack.pop()
+        try:
+            entries = list(os.scandir(root / rel_dir if rel_dir else root))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for entry in entries:
+            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+            if not rel_dir and entry.name in EXCLUDED_TOP:
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            mode = st.st_mode
+            link = None
+            if stat.S_ISDIR(mode):
+                kind: Literal["file", "dir", "symlink", "other"] = "dir"
+                stack.append(rel)
+            elif stat.S_ISREG(mode):
+                kind = "file"
+            elif stat.S_ISLNK(mode):
+                kind = "symlink"
+                link = os.readlink(entry.path)
+            else:
+                kind = "other"
+            states[rel] = FileState(
+                kind, stat.S_IMODE(mode), st.st_size, st.st_mtime_ns, st.st_ino, link
+            )
+    return states
+
+
+@dataclass
+class Changes:
+    added: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.added or self.changed or self.deleted)
+
+
+def _differs(old: FileState, new: FileState) -> bool:
+    if old.kind != new.kind or old.mode != new.mode:
+        return True
+    if new.kind == "dir":
+        return False  # a directory's mtime moves with its entries, which are compared themselves
+    return (old.size, old.mtime_ns, old.inode, old.link) != (
+        new.size,
+        new.mtime_ns,
+        new.inode,
+        new.link,
+    )
+
+
+def diff(before: Mapping[str, FileState], after: Mapping[str, FileState]) -> Changes:
+    """Added, changed and deleted paths. A deletion is listed only where its parent directory
+    is a directory on both sides (else the parent's own change or deletion covers it)."""
+    changes = Changes()
+    for rel, new in after.items():
+        old = before.get(rel)
+        if old is None:
+            changes.added.append(rel)
+        elif _differs(old, new):
+            changes.changed.append(rel)
+    for rel in before:
+        if rel in after:
+            continue
+        parent = posixpath.dirname(rel)
+        if not parent or (
+            before[parent].kind == "dir" and parent in after and after[parent].kind == "dir"
+        ):
+            changes.deleted.append(rel)
+    for items in (changes.added, changes.changed, changes.deleted):
+        items.sort()
+    return changes
+
+
+def layer_entries(root: Path, changes: Changes, after: Mapping[str, FileState]) -> list[Entry]:
+    """The layer for ``changes``: files read from ``root``; parents with their real modes."""
+    entries: dict[str, Entry] = {}
+
+    def add_parents(rel: str) -> None:
+        parent = posixpath.dirname(rel)
+        while parent and parent not in entries:
+            entries[parent] = Entry.dir("/" + parent, after[parent].mode)
+            parent = posixpath.dirname(parent)
+
+    for rel in changes.added + changes.changed:
+        state = after[rel]
+        if state.kind == "dir":
+            entries[rel] = Entry.dir("/" + rel, state.mode)
+        elif state.kind == "file":
+            entries[rel] = Entry.file("/" + rel, root / rel, state.mode)
+        elif state.kind == "symlink":
+            entries[rel] = Entry.symlink("/" + rel, state.link or "")
+        else:
+            continue  # sockets and fifos a step left behind are not image content
+        add_parents(rel)
+    for rel in changes.deleted:
+        parent, name = posixpath.split(rel)
+        whiteout = posixpath.join(parent, WHITEOUT_PREFIX + name)
+        entries[whiteout] = Entry.file("/" + whiteout, b"", 0o644)
+        add_parents(whiteout)
+    return list(entries.values())
+
+
+# --- running steps, with the cache ----------------------------------------------------------------
+
+
+def step_key(parents: Sequence[str], step: Step, env: Mapping[str, str]) -> str:
+    """The cache key of a step: what is below it, what it runs, with which secrets and env."""
+    mounts = sorted([m.id, m.target] for m in step.mounts)
+    material = [_KEY_VERSION, list(parents), step.command, mounts, sorted(env.items())]
+    return "step-" + hashlib.sha256(canonical_json(material)).hexdigest()
+
+
+@dataclass(frozen=True)
+class StepResult:
+    step: Step
+    layer: Layer
+    cached: bool
+
+
+class StepRunner:
+    """Runs steps in order over a base image, each one's result cached by ``step_key``.
+
+    ``env`` is the whole environment a step sees (the base image's and cog.yaml's variables);
+    ``secrets`` maps secret ids to files. ``work_dir`` holds the unpacked root filesystem while
+    steps run (same filesystem as the cache: a CUDA base is several GB).
+    """
+
+    def __init__(
+        self,
+        layout: Layout,
+        cache: StatCache,
+        base_layers: Sequence[Descriptor],
+        *,
+        env: Mapping[str, str],
+        secrets: Mapping[str, Path] | None = None,
+        work_dir: Path,
+        sandbox: Sandbox | None = None,
+        on_status: Callable[[str], None] = lambda _text: None,
+    ) -> None:
+        self.layout = layout
+        self.cache = cache
+        self.base_layers = list(base_layers)
+        self.env = dict(env)
+        self.secrets = dict(secrets or {})
+        self.work_dir = work_dir
+        self._sandbox = sandbox
+        self.status = on_status
+        self.ran: list[Step] = []  # steps actually executed (not cached), for logs and tests
+
+    def run(
+        self, steps: Sequence[Step], on_result: Callable[[StepResult], None] = lambda _r: None
+    ) -> list[StepResult]:
+        check_secrets(steps, self.secrets)
+        chain = [str(d.digest) for d in self.base_layers]
+        results: list[StepResult] = []
+        root: Path | None = None
+        try:
+            for number, step in enumerate(steps, 1):
+                key = step_key(chain, step, self.env)
+                label = f"step {number}/{len(steps)}: {step.title}"
+                layer = self.cache.get(key, self.layout)
+                if layer is not None:
+                    self.status(f"{label} (cached)")
+                    if root is not None:
+                        with self.layout.open_blob(layer.descriptor.digest) as blob:
+                            apply_layer(blob, root)
+                    result = StepResult(step, layer, cached=True)
+                else:
+                    sandbox = self._sandbox or Sandbox.find()
+                    if root is None:
+                        self.status("unpacking the base image for the build steps")
+                        root = self._unpack([r.layer.descriptor for r in results])
+                    self.status(label)
+                    layer = self._execute(sandbox, root, step)
+                    self.cache.put(key, layer)
+                    self.ran.append(step)
+                    result = StepResult(step, layer, cached=False)
+                results.append(result)
+                chain.append(str(layer.descriptor.digest))
+                on_result(result)
+        finally:
+            if root is not None:
+                shutil.rmtree(root.parent, ignore_errors=True)
+        return results
+
+    def _unpack(self, done: Sequence[Descriptor]) -> Path:
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        root = Path(tempfile.mkdtemp(prefix="rootfs-", dir=self.work_dir)) / "root"
+        try:
+            unpack_layers(self.layout, [*self.base_layers, *done], root)
+        except BaseException:
+            shutil.rmtree(root.parent, ignore_errors=True)
+            raise
+        return root
+
+    def _execute(self, sandbox: Sandbox, root: Path, step: Step) -> Layer:
+        binds = _binds(root, step, self.secrets)
+        placeholders = _placeholders(root, binds)
+        before = snapshot(root)
+        make_args = _bwrap_args if sandbox.kind == "bwrap" else _chroot_args
+        args = make_args(sandbox, root, binds, step.command)
+        try:
+            done = subprocess.run(
+                args,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                check=False,
+            )
+        except OSError as exc:
+            raise BuildFailed(f"cannot start the sandbox {sandbox.program}: {exc}") from None
+        finally:
+            _remove_placeholders(root, placeholders)
+        if done.returncode != 0:
+            raise BuildFailed(
+                f"the build step failed (exit {done.returncode}): {step.title}",
+                self._redact(_tail(done.stdout)) or None,
+            )
+        after = snapshot(root)
+        changes = diff(before, after)
+        return build_layer(layer_entries(root, changes, after), self.layout, "gzip")
+
+    def _redact(self, text: str) -> str:
+        """A step that prints its secret must not put it in skiff's error message."""
+        for source in self.secrets.values():
+            with contextlib.suppress(OSError):
+                value = source.read_text(errors="replace").strip()
+                if value:
+                    text = text.replace(value, "***")
+        return text
+
+
+def _tail(output: bytes) -> str:
+    lines = output.decode(errors="replace").rstrip().splitlines()
+    return "\n".join(lines[-_OUTPUT_TAIL:])
+
+
+def step_env(base_env: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
+    """What a step sees: a root shell's basics, the base image's variables, then cog.yaml's."""
+    env = {
+        "PATH": DEFAULT_PATH,
+        "HOME": "/root",
+        "DEBIAN_FRONTEND": "noninteractive",
+        "LANG": "C.UTF-8",
+    }
+    env.update(base_env)
+    env.update(extra)
+    return env
+
+
+__all__ = [
+    "Changes",
+    "FileState",
+    "Sandbox",
+    "SecretMount",
+    "Step",
+    "StepResult",
+    "StepRunner",
+    "check_secrets",
+    "diff",
+    "layer_entries",
+    "parse_secret",
+    "plan_steps",
+    "python_step",
+    "snapshot",
+    "step_env",
+    "step_key",
+    "system_packages_step",
+]
