@@ -6,35 +6,27 @@ Shared by the HTTP server and the local ``predict`` command, so both behave alik
 from __future__ import annotations
 
 import inspect
-import io
 import os
 import shutil
 import tempfile
 import threading
 import time
 import traceback
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from collections.abc import Callable
 from typing import Any
 
 from . import logcapture
 from .exceptions import CancelationException
-from .files import FileError, OutputFiles, fetch, is_file_output
-from .introspect import PredictorInfo, Primitive, inspect_predictor
-from .model import BaseModel
+from .files import FileError, OutputFiles
+from .inputs import close_inputs, is_open_file, resolve_input
+from .introspect import PredictorInfo, inspect_predictor
+from .outputs import encode_output, iterate_output
+from .prediction import Prediction, SetupResult, now_iso
 from .predictor import PredictorRef, load_target, predict_method_name
 from .scope import Scope, enter_scope
-from .types import Path, Secret
-from .validation import FileRef
+from .types import Path
 
 EventHook = Callable[[str, "Prediction"], None]
-_MASK = "**********"
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat()  # noqa: UP017 - runs on Python < 3.11 too
 
 
 class Busy(Exception):
@@ -43,76 +35,6 @@ class Busy(Exception):
 
 class NotReady(Exception):
     """setup() has not finished, or it failed (HTTP 503)."""
-
-
-@dataclass
-class SetupResult:
-    status: str = "starting"  # starting | succeeded | failed
-    started_at: str | None = None
-    completed_at: str | None = None
-    logs: list[str] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "started_at": self.started_at,
-            "completed_at": self.completed_at,
-            "logs": "".join(self.logs),
-            "status": self.status,
-        }
-
-
-@dataclass
-class Prediction:
-    """One prediction's state; ``to_json`` is Cog's PredictionResponse."""
-
-    id: str
-    input: dict[str, Any]
-    created_at: str
-    version: str | None = None
-    webhook: str | None = None
-    output_file_prefix: str | None = None
-    status: str = "starting"
-    output: Any = None
-    error: str | None = None
-    logs: list[str] = field(default_factory=list)
-    started_at: str | None = None
-    completed_at: str | None = None
-    predict_time: float | None = None
-    metrics: dict[str, Any] = field(default_factory=dict)  # custom, from the predictor
-    done: threading.Event = field(default_factory=threading.Event)
-    cancel_requested: bool = False
-    # Guarded by Runner._lock: True only while user code runs, so a cancel never lands
-    # in the runtime's own bookkeeping.
-    in_predict: bool = False
-    thread_id: int | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        output = self.output
-        if isinstance(output, list):
-            output = list(output)
-        body: dict[str, Any] = {
-            "id": self.id,
-            "input": self.input,
-            "output": output,
-            "error": self.error,
-            "logs": "".join(self.logs),
-            "status": self.status,
-            "created_at": self.created_at,
-            "started_at": self.started_at,
-            "completed_at": self.completed_at,
-            "metrics": self._metrics(),
-        }
-        if self.version is not None:
-            body["version"] = self.version
-        if self.webhook is not None:
-            body["webhook"] = self.webhook
-        return body
-
-    def _metrics(self) -> dict[str, Any]:
-        metrics = dict(self.metrics)
-        if self.predict_time is not None:
-            metrics["predict_time"] = self.predict_time
-        return metrics
 
 
 def _set_async_exc(thread_id: int, exc: type[BaseException] | None) -> None:
@@ -268,7 +190,7 @@ class Runner:
             p.status = "failed"
             p.error = f"internal error: {e}"
         finally:
-            _close_inputs(values)
+            close_inputs(values)
             shutil.rmtree(workdir, ignore_errors=True)
             p.completed_at = now_iso()
             with self._lock:
@@ -281,9 +203,9 @@ class Runner:
     ) -> BaseException | None:
         """Fetch input files and run user code; returns the exception raised (or None)."""
         try:
-            kwargs = {k: _resolve(v, workdir) for k, v in values.items()}
+            kwargs = {k: resolve_input(v, workdir) for k, v in values.items()}
             # Remember opened File inputs so the finally block can close them.
-            values.update((k, v) for k, v in kwargs.items() if _is_open_file(v))
+            values.update((k, v) for k, v in kwargs.items() if is_open_file(v))
             with self._lock:
                 if p.cancel_requested:
                     raise CancelationException()
@@ -303,7 +225,7 @@ class Runner:
                 or inspect.isasyncgen(result)
             ):
                 p.output = []
-                for item in _iterate(result):
+                for item in iterate_output(result):
                     p.output.append(self._encode(item, p))
                     emit("output", p)
             else:
@@ -330,92 +252,9 @@ class Runner:
         return encode_output(value, lambda f: self.files.encode(f, p.output_file_prefix))
 
 
-def _iterate(result: Any) -> Iterator[Any]:
-    if isinstance(result, AsyncIterator):
-        import asyncio
-
-        loop = asyncio.new_event_loop()
-        try:
-            while True:
-                try:
-                    yield loop.run_until_complete(result.__anext__())
-                except StopAsyncIteration:
-                    return
-        finally:
-            loop.close()
-    elif isinstance(result, Iterable) and not isinstance(result, (str, bytes, dict)):
-        yield from result
-    else:
-        yield result
-
-
-def encode_output(value: Any, encode_file: Callable[[Any], str]) -> Any:
-    """Make an output JSON-ready: files become URLs, models become objects."""
-    if is_file_output(value):
-        return encode_file(value)
-    if isinstance(value, BaseModel):
-        return {k: encode_output(v, encode_file) for k, v in value.dict().items()}
-    if isinstance(value, Secret):
-        return value.get_secret_value()
-    if isinstance(value, dict):
-        return {str(k): encode_output(v, encode_file) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set)):
-        return [encode_output(v, encode_file) for v in value]
-    if hasattr(value, "__dataclass_fields__"):
-        return {
-            k: encode_output(getattr(value, k), encode_file) for k in value.__dataclass_fields__
-        }
-    if hasattr(value, "value") and hasattr(type(value), "__members__"):  # Enum
-        return value.value
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    if hasattr(value, "tolist"):  # numpy arrays and scalars, without importing numpy
-        return encode_output(value.tolist(), encode_file)
-    raise TypeError(f"output of type {type(value).__name__} cannot be encoded as JSON")
-
-
-def _resolve(value: Any, workdir: str) -> Any:
-    if isinstance(value, FileRef):
-        path = fetch(value.location, workdir)
-        return open(path, "rb") if value.opened else path
-    if isinstance(value, list):
-        return [_resolve(v, workdir) for v in value]
-    return value
-
-
-def _is_open_file(value: Any) -> bool:
-    return isinstance(value, io.IOBase) or (
-        isinstance(value, list) and any(isinstance(v, io.IOBase) for v in value)
-    )
-
-
-def _close_inputs(values: dict[str, Any]) -> None:
-    """Close File inputs the runtime opened, before their temp files are removed."""
-    for value in values.values():
-        for item in value if isinstance(value, list) else [value]:
-            if isinstance(item, io.IOBase):
-                item.close()
-
-
 def _weights() -> Any:
     """COG_WEIGHTS for setup(weights=...): a local Path, a URL string, or None."""
     value = os.environ.get("COG_WEIGHTS")
     if not value:
         return None
     return Path(value) if os.path.exists(value) else value
-
-
-def mask_secrets(info: PredictorInfo, raw: Any) -> Any:
-    """The request's input as echoed in responses and webhooks: Secret values masked."""
-    if not isinstance(raw, dict):
-        return raw
-    masked = dict(raw)
-    for name, spec in info.inputs.items():
-        value = masked.get(name)
-        if spec.type.primitive is Primitive.SECRET and value is not None:
-            masked[name] = [_MASK] * len(value) if isinstance(value, list) else _MASK
-    return masked
-
-
-def new_prediction_id() -> str:
-    return uuid.uuid4().hex

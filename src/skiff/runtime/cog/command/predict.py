@@ -18,8 +18,9 @@ from .. import logcapture
 from ..config import ConfigError, predictor_ref
 from ..files import OutputFiles, discard_if_temporary
 from ..introspect import InputSpec, Primitive
+from ..prediction import Prediction, mask_secrets, new_prediction_id, now_iso
 from ..predictor import PredictorLoadError
-from ..runner import Prediction, Runner, mask_secrets, new_prediction_id, now_iso
+from ..runner import Runner
 from ..validation import InputError, validate_inputs
 
 

@@ -23,16 +23,8 @@ from typing import Any
 from .. import __version__, logcapture
 from ..config import predictor_ref
 from ..files import OutputFiles
-from ..runner import (
-    Busy,
-    NotReady,
-    Prediction,
-    Runner,
-    SetupResult,
-    mask_secrets,
-    new_prediction_id,
-    now_iso,
-)
+from ..prediction import Prediction, SetupResult, mask_secrets, new_prediction_id, now_iso
+from ..runner import Busy, NotReady, Runner
 from ..schema import build_schema
 from ..validation import InputError, validate_inputs
 from .webhook import EVENTS, WebhookSender
