@@ -7,6 +7,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from skiff.preflight import (
     CheckFailed,
@@ -316,3 +318,26 @@ def unused_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
     return port
+
+
+_path_text = st.text(alphabet=st.sampled_from(list("abAB09._-/:@ \x00é")), max_size=30)
+
+
+@settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(path=_path_text)
+def test_any_input_gives_a_report_never_an_exception(
+    plain_registry: RegistryServer, path: str
+) -> None:
+    report = preflight(f"{plain_registry.host}/{path}")
+    failure = report.failure
+    if failure is None:
+        assert_passed(report)
+    elif failure.name == "reference":
+        assert failure.severity is Severity.INPUT
+    else:  # a valid reference: only the registry may have refused it
+        assert failure.severity is Severity.DESTINATION
+        assert statuses(report)["reference"] is Status.OK
