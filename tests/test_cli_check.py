@@ -18,7 +18,9 @@ import pytest
 from support import USERS, DockerConfig, RegistryServer, TokenIssuer
 from support.misbehaving import MisbehavingServer, Reply, Route
 
-SKIFF = [sys.executable, "-m", "skiff.cli"]
+# The console script users run, when installed (it is, in the project's virtualenv).
+_SCRIPT = Path(sys.executable).with_name("skiff")
+SKIFF = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "skiff.cli"]
 CHECK_KEYS = {"name", "status", "message", "hint", "elapsed_ms"}
 
 

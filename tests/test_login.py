@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -19,7 +20,9 @@ from skiff.login import login, normalise_registry
 from skiff.registry.transport import TransportOptions
 from support import USERS, DockerConfig, RegistryServer
 
-SKIFF = [sys.executable, "-m", "skiff.cli"]
+# The console script users run, when installed (it is, in the project's virtualenv).
+_SCRIPT = Path(sys.executable).with_name("skiff")
+SKIFF = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "skiff.cli"]
 FAST = TransportOptions(backoff=0.01, connect_timeout=1.0, read_timeout=5.0)
 
 

@@ -460,3 +460,48 @@ def unused_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
     return port
+
+
+def test_identity_token_is_exchanged_at_the_token_service(
+    token_registry: RegistryServer, token_issuer: TokenIssuer
+) -> None:
+    """docker config "identitytoken": an OAuth2 refresh token, never a password."""
+    import httpx
+
+    answer = httpx.post(
+        token_issuer.realm,
+        data={
+            "grant_type": "password",
+            "username": "alice",
+            "password": USERS["alice"],
+            "access_type": "offline",
+            "service": token_issuer.service,
+            "client_id": "test",
+        },
+    ).json()
+    refresh = answer["refresh_token"]
+    push_tiny_image(token_registry, "alice/seeded", user="alice", password=USERS["alice"])
+    creds = Credentials(username="alice", identity_token=refresh, source="test")
+    with client_for(token_registry, "alice/seeded", creds) as client:
+        assert client.head_manifest("latest") is not None
+        assert client.start_upload() is not None
+    last = token_issuer.requests[-1]
+    assert (last.method, last.grant_type, last.user) == ("POST", "refresh_token", "alice")
+    assert last.scopes == ("repository:alice/seeded:push,pull",)
+
+
+def test_registry_token_is_sent_as_is(
+    token_registry: RegistryServer, token_issuer: TokenIssuer
+) -> None:
+    """docker config "registrytoken": a bearer token used without asking the token service."""
+    from support import Access
+
+    push_tiny_image(token_registry, "alice/seeded", user="alice", password=USERS["alice"])
+    token = token_issuer.mint("alice", [Access("repository", "alice/seeded", ("pull",))])
+    before = len(token_issuer.requests)
+    creds = Credentials(registry_token=token, source="test")
+    with client_for(token_registry, "alice/seeded", creds) as client:
+        assert client.head_manifest("latest") is not None
+        with pytest.raises(Denied):  # the token grants pull only
+            client.start_upload()
+    assert len(token_issuer.requests) == before
