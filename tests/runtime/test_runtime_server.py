@@ -270,3 +270,35 @@ def test_numeric_ids_are_strings(start_server: Any) -> None:
     server: CogServer = start_server("echo")
     r = server.client.post("/predictions", json={"id": 7, "input": {"text": "x"}})
     assert r.json()["id"] == "7"
+
+
+def test_cancel_interrupts_a_blocking_call(start_server: Any, receiver: Receiver) -> None:
+    server: CogServer = start_server("echo", predictor="predict.py:Sleeper")
+    server.client.post(
+        "/predictions",
+        headers=ASYNC,
+        json={"id": "s1", "input": {"seconds": 60}, "webhook": receiver.url},
+    )
+    receiver.wait_for(lambda ev: any("sleeping" in e["logs"] for e in ev))
+    started = time.monotonic()
+    assert server.client.post("/predictions/s1/cancel").status_code == 200
+    events = receiver.wait_for(lambda ev: ev[-1]["status"] == "canceled", timeout=10)
+    assert time.monotonic() - started < 3
+    assert events[-1]["logs"] == "sleeping\ncleaning up\n"
+    server.wait_status("READY")
+
+
+def test_cancel_with_concurrent_predictions(start_server: Any, receiver: Receiver) -> None:
+    server: CogServer = start_server("echo", COG_MAX_CONCURRENCY="2")
+    for pid in ("t1", "t2"):
+        server.client.post(
+            "/predictions",
+            headers=ASYNC,
+            json={"id": pid, "input": {"text": "w " * 50, "delay": 0.1}, "webhook": receiver.url},
+        )
+    server.wait_status("BUSY")
+    assert server.client.post("/predictions/t1/cancel").status_code == 200
+    receiver.wait_for(lambda ev: any(e["id"] == "t1" and e["status"] == "canceled" for e in ev))
+    assert server.wait_status("READY", timeout=2)  # t1's slot is free at once
+    server.client.post("/predictions/t2/cancel")
+    receiver.wait_for(lambda ev: any(e["id"] == "t2" and e["status"] == "canceled" for e in ev))

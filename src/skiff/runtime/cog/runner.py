@@ -17,6 +17,7 @@ from typing import Any
 
 from . import logcapture
 from .exceptions import CancelationException
+from .executor import Executor
 from .files import FileError, OutputFiles
 from .inputs import close_inputs, is_open_file, resolve_input
 from .introspect import PredictorInfo, inspect_predictor
@@ -37,13 +38,6 @@ class NotReady(Exception):
     """setup() has not finished, or it failed (HTTP 503)."""
 
 
-def _set_async_exc(thread_id: int, exc: type[BaseException] | None) -> None:
-    import ctypes  # deferred, like asyncio below: the server must start listening fast
-
-    target = ctypes.py_object(exc) if exc is not None else None
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), target)
-
-
 class Runner:
     """Owns the predictor instance; starts, tracks and cancels predictions."""
 
@@ -54,6 +48,7 @@ class Runner:
         *,
         max_concurrency: int = 1,
         files: OutputFiles | None = None,
+        executor: Executor | None = None,
     ) -> None:
         self.target = target
         self.info = info
@@ -63,6 +58,7 @@ class Runner:
         self._instance: Any = None
         self._lock = threading.Lock()
         self._active: dict[str, Prediction] = {}
+        self.executor = executor or Executor()
 
     @classmethod
     def load(cls, ref: str, cwd: str, **kwargs: Any) -> Runner:
@@ -131,13 +127,10 @@ class Runner:
             if len(self._active) >= self.max_concurrency:
                 raise Busy("Already running a prediction")
             self._active[prediction.id] = prediction
-        thread = threading.Thread(
-            target=self._run,
-            args=(prediction, values, on_event or (lambda _e, _p: None)),
-            name=f"prediction-{prediction.id}",
-            daemon=True,
+        emit = on_event or (lambda _e, _p: None)
+        self.executor.submit(
+            lambda: self._run(prediction, values, emit), name=f"prediction-{prediction.id}"
         )
-        thread.start()
         return prediction
 
     def cancel(self, prediction_id: str) -> bool:
@@ -148,8 +141,19 @@ class Runner:
                 return False
             p.cancel_requested = True
             if p.in_predict and p.thread_id is not None:
-                _set_async_exc(p.thread_id, CancelationException)
+                self.executor.interrupt(p.thread_id, CancelationException)
             return True
+
+    def on_cancel_signal(self) -> None:
+        """Signal handler (main thread): raise in the prediction running there, if any.
+
+        Takes no lock: the interrupted code may hold it. The flags it reads are only
+        changed by this same thread or under the lock before the signal is sent.
+        """
+        main = threading.main_thread().ident
+        for p in list(self._active.values()):
+            if p.thread_id == main and p.in_predict and p.cancel_requested:
+                raise CancelationException()
 
     def _run(self, p: Prediction, values: dict[str, Any], emit: EventHook) -> None:
         p.thread_id = threading.get_ident()
@@ -243,7 +247,7 @@ class Runner:
                 with self._lock:
                     p.in_predict = False
                     if p.thread_id is not None:
-                        _set_async_exc(p.thread_id, None)
+                        self.executor.clear_interrupt(p.thread_id)
                 return late
             except CancelationException as e:
                 late = e

@@ -22,6 +22,7 @@ from typing import Any
 
 from .. import __version__, logcapture
 from ..config import predictor_ref
+from ..executor import Executor, MainThreadExecutor
 from ..files import OutputFiles
 from ..prediction import Prediction, SetupResult, mask_secrets, new_prediction_id, now_iso
 from ..runner import Busy, NotReady, Runner
@@ -46,6 +47,9 @@ class App:
         self.setup_result = SetupResult()
         self.runner: Runner | None = None
         self.schema: dict[str, Any] | None = None
+        self.executor: Executor = Executor()
+        if max_concurrency == 1 and MainThreadExecutor.supported():
+            self.executor = MainThreadExecutor(on_signal=self.on_cancel_signal)
 
     def boot(self) -> None:
         """Import the predictor, build its schema, run setup(): in the background."""
@@ -54,7 +58,11 @@ class App:
         with logcapture.capture(result.logs.append):
             try:
                 runner = Runner.load(
-                    self.ref, self.cwd, max_concurrency=self.max_concurrency, files=self.files
+                    self.ref,
+                    self.cwd,
+                    max_concurrency=self.max_concurrency,
+                    files=self.files,
+                    executor=self.executor,
                 )
                 self.schema = build_schema(runner.info)
             except BaseException:
@@ -65,6 +73,10 @@ class App:
         runner.setup_result = result
         self.runner = runner
         runner.setup()
+
+    def on_cancel_signal(self) -> None:
+        if self.runner is not None:
+            self.runner.on_cancel_signal()
 
     def health(self) -> str:
         if self.runner is not None:
@@ -165,7 +177,7 @@ class Handler(BaseHTTPRequestHandler):
             self._cancel(match.group("id"))
         elif path == "/shutdown":
             self._send(HTTPStatus.OK, {})
-            threading.Thread(target=self.server.shutdown, daemon=True).start()
+            self.app.executor.stop()  # main() then stops the HTTP server
         else:
             self._not_found()
 
@@ -325,17 +337,25 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     app = App(ref, cwd, max_concurrency=args.max_concurrency, upload_url=args.upload_url)
     server = serve(app, args.host, args.port)
+    executor = app.executor
+    if isinstance(executor, MainThreadExecutor):
+        executor.install()
     if args.await_explicit_shutdown:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     else:
-        signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+        signal.signal(signal.SIGTERM, lambda *_: executor.stop())
+    threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="http", daemon=True
+    ).start()
     threading.Thread(target=app.boot, name="cog-setup", daemon=True).start()
     print(f"serving on http://{args.host}:{server.server_address[1]}", file=sys.stderr, flush=True)
     try:
-        server.serve_forever(poll_interval=0.1)
+        # The main thread runs predictions (so a cancel signal can interrupt them) or waits.
+        executor.run_forever()
     except KeyboardInterrupt:
         pass
     finally:
+        server.shutdown()
         server.server_close()
     return 0
 
