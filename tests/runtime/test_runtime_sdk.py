@@ -150,3 +150,19 @@ def test_input_must_be_an_object() -> None:
 )
 def test_cog_yaml_predict_line(text: str, ref: str | None) -> None:
     assert predictor_ref_from_yaml(text) == ref
+
+
+def test_older_and_newer_import_paths() -> None:
+    from cog.server.exceptions import CancelationException
+
+    assert CancelationException is cog.CancelationException
+
+    @cog.streaming
+    def one() -> str:
+        return "x"
+
+    @cog.streaming()
+    def two() -> str:
+        return "y"
+
+    assert (one(), two()) == ("x", "y")

@@ -5,7 +5,7 @@
 
 from .exceptions import CancelationException
 from .model import BaseModel
-from .predictor import BasePredictor, BaseRunner
+from .predictor import BasePredictor, BaseRunner, streaming
 from .scope import current_scope, emit_metric
 from .types import AsyncConcatenateIterator, ConcatenateIterator, File, Input, Path, Secret
 
@@ -25,4 +25,5 @@ __all__ = [
     "__version__",
     "current_scope",
     "emit_metric",
+    "streaming",
 ]

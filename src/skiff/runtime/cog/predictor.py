@@ -6,9 +6,10 @@ import importlib.util
 import inspect
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 from .scope import current_scope
 
@@ -39,6 +40,17 @@ class BaseRunner:
     def record_metric(self, name: str, value: Any, mode: str = "replace") -> None:
         """Add a custom metric to the running prediction's ``metrics``."""
         current_scope().record_metric(name, value, mode)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def streaming(fn: F | None = None) -> Any:
+    """Cog's opt-in to server-sent-event streaming; accepted (``@streaming`` and
+    ``@streaming()``) so such predictors load. Iterator outputs stream to webhooks anyway."""
+    if fn is None:
+        return lambda f: f
+    return fn
 
 
 class PredictorLoadError(Exception):
