@@ -341,3 +341,44 @@ def test_any_input_gives_a_report_never_an_exception(
     else:  # a valid reference: only the registry may have refused it
         assert failure.severity is Severity.DESTINATION
         assert statuses(report)["reference"] is Status.OK
+
+
+# -- plain HTTP beyond this machine: only when the user says so -------------------------------
+
+
+@pytest.fixture
+def own_name() -> str:
+    """A host *name* (not localhost) that reaches 127.0.0.1, as a registry elsewhere would be."""
+    import socket
+
+    name = socket.gethostname()
+    try:
+        address = socket.gethostbyname(name)
+    except OSError:
+        address = ""
+    if name == "localhost" or address != "127.0.0.1":
+        pytest.skip("this machine's host name does not resolve to 127.0.0.1")
+    return name
+
+
+def test_plain_http_registry_by_name_needs_opt_in(
+    plain_registry: RegistryServer, own_name: str
+) -> None:
+    host = f"{own_name}:{plain_registry.port}"
+    report = preflight(f"{host}/a/b")
+    failure = report.failure
+    assert failure is not None and failure.name == "registry"
+    assert failure.message == f"{host} answers plain HTTP, not HTTPS"
+    assert failure.hint is not None and f"SKIFF_INSECURE_REGISTRIES={host}" in failure.hint
+    allowed = replace(FAST, insecure_hosts=frozenset({host}))
+    assert_passed(preflight(f"{host}/a/b", options=allowed))
+
+
+def test_insecure_registry_gets_its_credentials(
+    basic_registry: RegistryServer, docker_config: DockerConfig, own_name: str
+) -> None:
+    """Declared insecure, a registry gets credentials over plain HTTP, as Docker does."""
+    host = f"{own_name}:{basic_registry.port}"
+    docker_config.write_auth(host, "alice", USERS["alice"])
+    allowed = replace(FAST, insecure_hosts=frozenset({host}))
+    assert_passed(preflight(f"{host}/alice/model", options=allowed))

@@ -80,10 +80,20 @@ class RegistryAuth(httpx.Auth):
     One instance is shared by the threads of a push; its token cache is guarded by a lock.
     """
 
-    def __init__(self, host: str, credentials: Credentials, scopes: Sequence[str]) -> None:
+    def __init__(
+        self,
+        host: str,
+        credentials: Credentials,
+        scopes: Sequence[str],
+        *,
+        insecure_hosts: frozenset[str] = frozenset(),
+    ) -> None:
         self.host = host
         self.credentials = credentials
         self.scopes = tuple(scopes)
+        # Hosts the user declared insecure (SKIFF_INSECURE_REGISTRIES): plain HTTP is their
+        # choice there, credentials included, as with Docker's insecure-registries.
+        self.insecure_hosts = frozenset(h.lower() for h in insecure_hosts)
         self.challenge: Challenge | None = None
         self._tokens: dict[tuple[str, ...], Token] = {}
         self._lock = threading.Lock()
@@ -166,12 +176,15 @@ class RegistryAuth(httpx.Auth):
         return tuple(scopes)
 
     def _check_plain_http(self, url: httpx.URL) -> None:
-        if url.scheme == "http" and not is_loopback_host(_netloc(url)):
-            raise InsecureTransport(
-                f"refusing to send credentials for {self.host} over plain HTTP to {url.host}",
-                "serve the registry over HTTPS (credentials over HTTP can be read by anyone on "
-                "the network)",
-            )
+        if url.scheme != "http" or is_loopback_host(_netloc(url)):
+            return
+        if self.host.lower() in self.insecure_hosts or _netloc(url) in self.insecure_hosts:
+            return
+        raise InsecureTransport(
+            f"refusing to send credentials for {self.host} over plain HTTP to {url.host}",
+            "serve the registry over HTTPS (credentials over HTTP can be read by anyone on the "
+            f"network), or, on a network you trust, set SKIFF_INSECURE_REGISTRIES={self.host}",
+        )
 
     def _fetch_token(
         self, challenge: Challenge, scopes: tuple[str, ...]

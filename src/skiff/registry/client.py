@@ -93,7 +93,9 @@ class RegistryClient:
         self.credentials = credentials
         # No actions: a registry-wide client (login), whose tokens carry no repository scope.
         scopes = [repository.scope(*actions)] if actions else []
-        self.auth = RegistryAuth(self.host, credentials, scopes)
+        self.auth = RegistryAuth(
+            self.host, credentials, scopes, insecure_hosts=self.options.insecure_hosts
+        )
         context = ssl_context(self.host, self.options)
         transport = RetryTransport(httpx.HTTPTransport(verify=context, retries=0), self.options)
         self._http = httpx.Client(

@@ -24,6 +24,8 @@ from skiff.registry.errors import ProtocolError, RegistryError, TLSFailure, Unre
 
 USER_AGENT = f"skiff/{__version__}"
 DEFAULT_CERTS_DIR = Path("/etc/docker/certs.d")
+# What OpenSSL says when the server answered a TLS handshake in plain HTTP.
+_PLAIN_HTTP_REASONS = frozenset({"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "HTTP_REQUEST"})
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 
@@ -214,6 +216,13 @@ def translate(exc: httpx.HTTPError, host: str, options: TransportOptions) -> Reg
             return TLSFailure(
                 f"TLS certificate of {host} not trusted: {reason}",
                 trust_hint(host, options),
+            )
+        if isinstance(cause, ssl.SSLError) and cause.reason in _PLAIN_HTTP_REASONS:
+            # Only hosts on this machine are tried over plain HTTP unasked: say how to allow it.
+            return TLSFailure(
+                f"{host} answers plain HTTP, not HTTPS",
+                "serve the registry over HTTPS, or, on a network you trust, allow plain HTTP "
+                f"with SKIFF_INSECURE_REGISTRIES={host}",
             )
         if isinstance(cause, ssl.SSLError):
             return TLSFailure(
