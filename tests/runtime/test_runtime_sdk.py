@@ -53,18 +53,13 @@ def test_public_names() -> None:
 
 
 def test_import_needs_only_the_stdlib_and_is_fast() -> None:
-    started = time.monotonic()
-    subprocess.run(
-        [
-            *python_stdlib_only(),
-            "-c",
-            "from cog import BasePredictor, Input, Path; import cog.server.http",
-        ],
-        env=runtime_env(),
-        check=True,
-        timeout=30,
-    )
-    assert time.monotonic() - started < 1.0
+    def timed(code: str) -> float:
+        started = time.monotonic()
+        subprocess.run([*python_stdlib_only(), "-c", code], env=runtime_env(), check=True)
+        return time.monotonic() - started
+
+    bare = timed("pass")  # measured alike, so a loaded machine does not fail the test
+    assert timed("from cog import BasePredictor, Input, Path; import cog.server.http") - bare < 0.5
 
 
 def test_secret_never_shows_its_value() -> None:
