@@ -59,7 +59,7 @@ def test_import_needs_only_the_stdlib_and_is_fast() -> None:
         return time.monotonic() - started
 
     bare = timed("pass")  # measured alike, so a loaded machine does not fail the test
-    assert timed("from cog import BasePredictor, Input, Path; import cog.server.http") - bare < 0.5
+    assert timed("from cog import BasePredictor, Input, Path; import cog.server.http") - bare < 1.0
 
 
 def test_secret_never_shows_its_value() -> None:
