@@ -20,7 +20,13 @@ import httpx
 
 from skiff.digest import Digest
 from skiff.registry.client import RegistryClient, UploadSession
-from skiff.registry.errors import ProtocolError, RegistryError, ServerError, Unreachable
+from skiff.registry.errors import (
+    NotFound,
+    ProtocolError,
+    RegistryError,
+    ServerError,
+    Unreachable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -112,12 +118,25 @@ def _monolithic(
         data = handle.read()
     _check_digest(blob, data)
     what = f"uploading blob {blob.digest}"
-    response = client.send(
-        "PUT", _with_digest(session.location, blob.digest), what=what, content=data,
-        headers={"Content-Type": "application/octet-stream"},
-    )
-    if response.status_code not in (201, 204):
-        raise client.error(response, what)
+    failures = 0
+    while True:
+        try:
+            response = client.send(
+                "PUT", _with_digest(session.location, blob.digest), what=what, content=data,
+                headers={"Content-Type": "application/octet-stream"},
+            )
+            if response.status_code not in (201, 204):
+                raise client.error(response, what)
+            break
+        except RegistryError as exc:
+            failures += 1
+            if failures > RESUME_ATTEMPTS or not _retryable(exc):
+                raise
+            log.info("uploading %s failed (%s); trying again", blob.digest, exc)
+            _pause(failures)
+            if client.head_blob(blob.digest) is not None:
+                break  # it arrived; only the answer was lost
+            session = _new_session(client)
     progress(len(data))
     return len(data)
 
@@ -154,14 +173,20 @@ def _chunked(
                     raise ProtocolError(f"{client.host} refused chunk {offset}-{end} (416)")
                 if response.status_code != 202:
                     raise client.error(response, what)
-            except (Unreachable, ServerError, ProtocolError) as exc:
+            except RegistryError as exc:
                 failures += 1
-                if failures > RESUME_ATTEMPTS:
+                if failures > RESUME_ATTEMPTS or not _retryable(exc):
                     raise
                 log.info("chunk %d-%d of %s failed (%s); resuming", offset, end, blob.digest, exc)
-                time.sleep(min(0.25 * 2**failures, 5.0))
-                offset, location = _resume_point(client, location, offset)
-                hasher.rewind(offset)
+                _pause(failures)
+                resumed = _resume_point(client, location, offset)
+                if resumed is None:
+                    # The session is gone (Distribution drops one whose chunk broke off midway,
+                    # as its state no longer matches the data): start again in a new one.
+                    resumed = 0, _new_session(client).location
+                progress(resumed[0] - offset)
+                offset, location = resumed
+                hasher.seek(offset)
                 continue
             hasher.feed(offset, data)
             location = client.absolute(response.headers.get("location") or location)
@@ -178,26 +203,51 @@ def _chunked(
     return sent
 
 
+# A registry that forgot an upload session says so with these codes (404 or 400).
+_SESSION_LOST = frozenset({"BLOB_UPLOAD_UNKNOWN", "BLOB_UPLOAD_INVALID"})
+
+
+def _retryable(exc: RegistryError) -> bool:
+    """Failures another attempt can get past: the network, the server, a lost session."""
+    if isinstance(exc, Unreachable | ServerError | ProtocolError):
+        return True
+    return isinstance(exc, NotFound) and exc.code in _SESSION_LOST
+
+
+def _pause(failures: int) -> None:
+    time.sleep(min(0.25 * 2**failures, 5.0))
+
+
+def _new_session(client: RegistryClient) -> UploadSession:
+    session = client.start_upload()
+    assert session is not None  # no mount was asked for: a session, or an error
+    return session
+
+
 def _with_digest(location: str, digest: Digest) -> str:
     # Added to the query, never replacing it: the location carries the session's state.
     return str(httpx.URL(location).copy_add_param("digest", str(digest)))
 
 
-def _resume_point(client: RegistryClient, location: str, offset: int) -> tuple[int, str]:
-    """Ask the registry how much of the upload it holds (``GET`` -> 204 + ``Range: 0-N``)."""
+def _resume_point(client: RegistryClient, location: str, offset: int) -> tuple[int, str] | None:
+    """Ask the registry how much of the upload it holds (``GET`` -> 204 + ``Range: 0-N``).
+
+    None when the registry no longer knows the session; the same point when it cannot be asked.
+    """
     try:
         response = client.send("GET", location, what="checking an upload's progress")
     except RegistryError:
         return offset, location
     if response.status_code != 204:
-        return offset, location
+        return None
     held = response.headers.get("range", "")
     new_location = client.absolute(response.headers.get("location") or location)
     try:
         last = int(held.rsplit("-", 1)[1]) if "-" in held else -1
     except ValueError:
-        return offset, location
-    return last + 1, new_location
+        return None
+    # Distribution says "0-0" for an empty upload as for a 1-byte one: resending 1 byte is free.
+    return (0 if last == 0 else last + 1), new_location
 
 
 class _IncrementalCheck:
@@ -216,9 +266,10 @@ class _IncrementalCheck:
             self.hash.update(data)
             self.position += len(data)
 
-    def rewind(self, offset: int) -> None:
-        if offset < self.position:
-            # Rare (the registry lost data): re-hash from the start up to the offset.
+    def seek(self, offset: int) -> None:
+        if offset != self.position:
+            # Rare (the registry lost data, or kept a chunk whose answer was lost): re-hash
+            # from the start up to the offset.
             self.hash = self._new()
             self.position = 0
             with self.blob.open() as handle:

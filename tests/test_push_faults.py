@@ -1,0 +1,155 @@
+"""Pushing through a faulty network: a fault-injecting proxy between skiff and a real registry.
+
+The registry must never hold a manifest whose blobs are missing; a push either completes or
+fails with exit 5 and the reason, and a rerun sends only what had not arrived.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from skiff.push import PushOptions, PushResult, push
+from support import RegistryServer, push_tiny_image
+from support.faultproxy import FaultProxy
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "hello"
+SKIFF = Path(sys.executable).parent / "skiff"
+MB = 1024 * 1024
+UPLOADS = r"/blobs/uploads/"
+REPO = "demo/faulty"
+
+
+@pytest.fixture
+def registry(plain_registry: RegistryServer, monkeypatch: pytest.MonkeyPatch) -> RegistryServer:
+    # The base is pulled straight from the registry: the faults are for the push.
+    push_tiny_image(plain_registry, "base/tiny", "1")
+    monkeypatch.setenv("SKIFF_BASE_IMAGE", f"{plain_registry.host}/base/tiny:1")
+    return plain_registry
+
+
+@pytest.fixture
+def proxy(registry: RegistryServer) -> Iterator[FaultProxy]:
+    with FaultProxy(registry.host) as faulty:
+        yield faulty
+
+
+def model_with_weights(parent: Path, size: int) -> Path:
+    model = parent / "hello"
+    shutil.copytree(EXAMPLE, model)
+    (model / "weights" / "big.bin").write_bytes(os.urandom(size))
+    return model
+
+
+def assert_complete(registry: RegistryServer, repo: str) -> None:
+    """Every manifest in ``repo`` has its config and layers in the registry, intact."""
+    manifests = registry.manifests(repo)
+    assert manifests
+    linked = set(registry.layers(repo))
+    for digest in manifests:
+        manifest = json.loads(registry.blob_bytes(digest))
+        for blob in (manifest["config"], *manifest["layers"]):
+            assert blob["digest"] in linked, f"{blob['digest']} is missing from {repo}"
+            assert len(registry.blob_bytes(blob["digest"])) == blob["size"]
+
+
+def outcomes(result: PushResult) -> dict[str, str]:
+    return {str(layer.digest): str(layer.outcome) for layer in result.layers}
+
+
+def test_a_connection_reset_mid_chunk_is_resumed_and_the_push_completes(
+    tmp_path: Path, registry: RegistryServer, proxy: FaultProxy
+) -> None:
+    model = model_with_weights(tmp_path, 24 * MB)
+    # The second chunk of the big blob breaks off after 3 MB reached the registry.
+    fault = proxy.reset("PATCH", UPLOADS, after_body_bytes=3 * MB, skip=1)
+    result = push(model, f"{proxy.host}/{REPO}:v1", PushOptions(chunk_size=8 * MB))
+
+    assert fault.fired == 1
+    assert [entry.outcome for entry in proxy.requests("PATCH")].count("reset") == 1
+    assert registry.tags(REPO) == {"v1": str(result.digest)}
+    assert_complete(registry, REPO)
+    weights = [layer for layer in result.layers if layer.role == "weights"]
+    assert any(layer.size > 24 * MB for layer in weights)
+    assert all(layer.outcome == "uploaded" for layer in weights)
+
+
+def test_503_and_429_with_retry_after_are_waited_out(
+    tmp_path: Path, registry: RegistryServer, proxy: FaultProxy
+) -> None:
+    model = model_with_weights(tmp_path, 12 * MB)
+    retry_after = {"Retry-After": "1"}
+    proxy.respond("HEAD", r"/blobs/sha256:", 503, retry_after)
+    proxy.respond("PATCH", UPLOADS, 503, retry_after, skip=1)
+    proxy.respond("POST", UPLOADS, 429, retry_after, skip=1)  # the first POST is preflight's
+    proxy.respond("PUT", r"/manifests/", 502)
+    result = push(model, f"{proxy.host}/{REPO}:v1", PushOptions(chunk_size=4 * MB))
+
+    injected = [entry for entry in proxy.log if entry.outcome.startswith("injected")]
+    assert sorted(entry.outcome for entry in injected) == [
+        "injected 429", "injected 502", "injected 503", "injected 503",
+    ]  # fmt: skip
+    for entry in injected:
+        if entry.method not in ("HEAD", "PATCH"):
+            continue  # every blob's POST has the same target: a retry cannot be told apart
+        # The same request came again, and not before the registry said it could.
+        later = [
+            e for e in proxy.log if e.target == entry.target and e.method == entry.method
+            and e.at > entry.at
+        ]  # fmt: skip
+        assert later, f"{entry.method} {entry.target} was not retried"
+        assert later[0].at - entry.at >= 0.9
+    assert registry.tags(REPO) == {"v1": str(result.digest)}
+    assert_complete(registry, REPO)
+
+
+def skiff_push(ref: str, model: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(SKIFF), "push", ref, "-C", str(model), "--json"],
+        capture_output=True, text=True, timeout=300, env=dict(os.environ),
+    )  # fmt: skip
+
+
+def test_a_link_that_keeps_breaking_exits_5_and_a_rerun_sends_only_what_is_missing(
+    tmp_path: Path, registry: RegistryServer, proxy: FaultProxy
+) -> None:
+    # 40 MB of weights: more than one chunk at the default chunk size; every chunk breaks.
+    model = model_with_weights(tmp_path, 40 * MB)
+    proxy.reset("PATCH", UPLOADS, after_body_bytes=1 * MB, times=1000)
+    ref = f"{proxy.host}/{REPO}:v1"
+    failed = skiff_push(ref, model)
+    assert failed.returncode == 5, failed.stdout + failed.stderr
+    error: dict[str, Any] = json.loads(failed.stdout)
+    assert error["ok"] is False
+    assert f"upload to {proxy.host}/{REPO} failed" in error["error"], error
+    assert "cached" in (error["hint"] or "")
+    # No manifest, no tag: nothing in the registry points at a blob that is not there.
+    assert registry.manifests(REPO) == []
+    assert registry.tags(REPO) == {}
+    arrived = set(registry.layers(REPO))
+    assert arrived  # the small blobs went up beside the broken one
+
+    proxy.disarm()
+    mark = len(proxy.log)
+    done = skiff_push(ref, model)
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary: dict[str, Any] = json.loads(done.stdout)
+    for layer in summary["layers"]:
+        if layer["digest"] in arrived:
+            assert layer["status"] == "skipped" and layer["bytes_uploaded"] == 0
+    sent = [layer for layer in summary["layers"] if layer["status"] == "uploaded"]
+    assert [layer["role"] for layer in sent] == ["weights"]
+    assert summary["bytes_uploaded"] == sent[0]["size"]
+    # On the wire: uploads only for the weights blob.
+    commits = [e for e in proxy.log[mark:] if e.method == "PUT" and "digest=" in e.target]
+    assert len(commits) == 1 and sent[0]["digest"].replace(":", "%3A") in commits[0].target
+    assert registry.tags(REPO) == {"v1": summary["digest"]}
+    assert_complete(registry, REPO)
