@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
@@ -39,6 +40,8 @@ READY_TIMEOUT = 30.0
 # bwrap spawn to the first answered /health-check (so sandbox set-up and polling count too);
 # the bound is doubled so a loaded 2-core CI machine does not turn it into a flaky test.
 STARTUP_TARGET, STARTUP_BOUND = 1.0, 2.0
+# A cold run makes the base image first (debootstrap, ~2 min): more than the suite's default.
+pytestmark = pytest.mark.timeout(900)
 TERMINAL = ("succeeded", "failed", "canceled")
 
 
@@ -83,9 +86,10 @@ def model_image(
     tmp_path_factory: pytest.TempPathFactory,
     e2e_registry: RegistryServer,
     skiff_env: dict[str, str],
-) -> Callable[[Path, str], UnpackedImage]:
+) -> Iterator[Callable[[Path, str], UnpackedImage]]:
     """Build and push a model folder with `skiff push`, then pull and unpack what landed."""
-    pulled = tmp_path_factory.mktemp("e2e-pulled") / "layout"  # one layout: shared blobs
+    scratch = tmp_path_factory.mktemp("e2e-images")  # ~300 MB a model: removed at the end
+    pulled = scratch / "layout"  # one layout for all: the base layer is pulled once
 
     def push_pull_unpack(folder: Path, name: str) -> UnpackedImage:
         reference = f"{e2e_registry.host}/e2e/{name}:latest"
@@ -103,11 +107,16 @@ def model_image(
             ],
             f"skopeo pull of {reference}",
         )
-        bundle = tmp_path_factory.mktemp(f"e2e-bundle-{name}") / "bundle"
-        run(["umoci", "unpack", "--rootless", "--image", f"{pulled}:{name}", str(bundle)], "umoci")
-        return UnpackedImage(reference, bundle / "rootfs", _image_config(pulled, name))
+        # `raw unpack`: the root filesystem only, without the mtree manifest `unpack` hashes.
+        rootfs = scratch / f"rootfs-{name}"
+        run(
+            ["umoci", "raw", "unpack", "--rootless", "--image", f"{pulled}:{name}", str(rootfs)],
+            f"umoci unpack of {reference}",
+        )
+        return UnpackedImage(reference, rootfs, _image_config(pulled, name))
 
-    return push_pull_unpack
+    yield push_pull_unpack
+    shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _image_config(layout: Path, tag: str) -> dict[str, Any]:
@@ -296,6 +305,7 @@ def webhook() -> Iterator[WebhookReceiver]:
 def test_server_answers_within_a_second_while_setup_still_runs(slow: Container) -> None:
     assert slow.first_status == "STARTING", slow.log_text()
     assert slow.first_answer_s is not None
+    print(f"first /health-check answered {slow.first_answer_s:.3f} s after the bwrap spawn")
     assert slow.first_answer_s < STARTUP_BOUND, (
         f"first /health-check answered {slow.first_answer_s:.2f} s after start "
         f"(target {STARTUP_TARGET} s)"

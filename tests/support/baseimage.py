@@ -59,6 +59,9 @@ def python_base_layout(cache_root: Path = CACHE_ROOT) -> TinyImage:
         if image is not None:
             return image
         shutil.rmtree(final, ignore_errors=True)  # incomplete: made by hand or damaged
+        # Scratch directories of killed runs: no one else builds while we hold the lock.
+        for stale in cache_root.glob(f".{BASE_VERSION}-*"):
+            shutil.rmtree(stale, ignore_errors=True)
         scratch = Path(tempfile.mkdtemp(prefix=f".{BASE_VERSION}-", dir=cache_root))
         try:
             _debootstrap(scratch / "rootfs", scratch / "debootstrap.log")
