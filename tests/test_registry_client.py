@@ -3,16 +3,20 @@ misbehaving server: the API calls, the token cache and refresh, and typed errors
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 import time
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from skiff.auth.credentials import ANONYMOUS, Credentials
 from skiff.digest import Digest
 from skiff.reference import Repository
+from skiff.registry.auth import decode_access_claim
 from skiff.registry.client import RegistryClient, UploadSession
 from skiff.registry.errors import (
     Denied,
@@ -505,3 +509,37 @@ def test_registry_token_is_sent_as_is(
         with pytest.raises(Denied):  # the token grants pull only
             client.start_upload()
     assert len(token_issuer.requests) == before
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(st.text(max_size=60), st.lists(st.text(max_size=20), max_size=4).map(".".join)))
+def test_access_claim_of_any_text_is_a_mapping_or_none(token: str) -> None:
+    claim = decode_access_claim(token)
+    assert claim is None or all(isinstance(v, frozenset) for v in claim.values())
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"access": "all"},
+        {"access": [1, None, {"type": "repository", "name": 3, "actions": ["push"]}]},
+        {"access": [{"type": "registry", "name": "catalog", "actions": ["*"]}]},
+        [],
+    ],
+)
+def test_odd_access_claims(claims: object) -> None:
+    payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).decode().rstrip("=")
+    claim = decode_access_claim(f"e30.{payload}.sig")
+    assert claim in (None, {})
+
+
+def test_token_repr_hides_the_token(
+    token_registry: RegistryServer, closing: list[RegistryClient]
+) -> None:
+    client = client_for(token_registry, "alice/model", ALICE)
+    closing.append(client)
+    client.head_manifest("latest")
+    token = client.auth.token_for()
+    assert token is not None and token.access is not None
+    assert token.value not in repr(token)
+    assert USERS["alice"] not in repr(client.credentials)
