@@ -374,11 +374,16 @@ def test_plain_http_registry_by_name_needs_opt_in(
     assert_passed(preflight(f"{host}/a/b", options=allowed))
 
 
-def test_insecure_registry_gets_its_credentials(
+def test_insecure_registry_never_gets_credentials_over_plain_http(
     basic_registry: RegistryServer, docker_config: DockerConfig, own_name: str
 ) -> None:
-    """Declared insecure, a registry gets credentials over plain HTTP, as Docker does."""
+    """Declared insecure, a registry may be reached over plain HTTP, but without credentials:
+    unlike Docker, skiff never sends them where anyone on the path can read them."""
     host = f"{own_name}:{basic_registry.port}"
     docker_config.write_auth(host, "alice", USERS["alice"])
     allowed = replace(FAST, insecure_hosts=frozenset({host}))
-    assert_passed(preflight(f"{host}/alice/model", options=allowed))
+    report = preflight(f"{host}/alice/model", options=allowed)
+    failure = report.failure
+    assert failure is not None and failure.name == "credentials"
+    assert "refusing to send credentials" in failure.message
+    assert USERS["alice"] not in repr(report.to_json())
