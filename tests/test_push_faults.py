@@ -153,3 +153,27 @@ def test_a_link_that_keeps_breaking_exits_5_and_a_rerun_sends_only_what_is_missi
     assert len(commits) == 1 and sent[0]["digest"].replace(":", "%3A") in commits[0].target
     assert registry.tags(REPO) == {"v1": summary["digest"]}
     assert_complete(registry, REPO)
+
+
+def test_a_whole_blob_put_that_breaks_off_is_sent_again(
+    tmp_path: Path, registry: RegistryServer, proxy: FaultProxy
+) -> None:
+    model = model_with_weights(tmp_path, 12 * MB)  # under the chunk size: one PUT
+    fault = proxy.reset("PUT", r"digest=", after_body_bytes=2 * MB, min_body=MB)
+    result = push(model, f"{proxy.host}/{REPO}:v1")
+    assert fault.fired == 1
+    assert registry.tags(REPO) == {"v1": str(result.digest)}
+    assert_complete(registry, REPO)
+
+
+def test_lost_answers_to_a_chunk_and_to_the_commit_do_not_fail_the_push(
+    tmp_path: Path, registry: RegistryServer, proxy: FaultProxy
+) -> None:
+    model = model_with_weights(tmp_path, 12 * MB)
+    # The registry stores the second chunk, then the closing PUT, but skiff hears neither.
+    chunk = proxy.lose_response("PATCH", UPLOADS, skip=1)
+    commit = proxy.lose_response("PUT", r"digest=", max_body=0)
+    result = push(model, f"{proxy.host}/{REPO}:v1", PushOptions(chunk_size=4 * MB))
+    assert (chunk.fired, commit.fired) == (1, 1)
+    assert registry.tags(REPO) == {"v1": str(result.digest)}
+    assert_complete(registry, REPO)

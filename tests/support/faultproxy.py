@@ -6,7 +6,9 @@ request is matched against the armed faults; a fault fires a bounded number of t
 
 - ``reset(after_body_bytes=N)``: forward the request head and the first N bytes of its body to
   the registry, then reset both connections (RST, as when a network path dies mid-upload);
-- ``status(code, headers)``: answer ``code`` without asking the registry (502, 503, 429 with
+- ``lose_response()``: forward the whole request, let the registry act on it, then reset the
+  client's connection instead of relaying the answer (the work was done; the client cannot know);
+- ``respond(code, headers)``: answer ``code`` without asking the registry (502, 503, 429 with
   ``Retry-After``...); the request body is read and dropped, so the connection stays usable.
 
 Everything else is relayed byte for byte. ``log`` records what happened to each request.
@@ -34,11 +36,12 @@ class Fault:
 
     method: str
     path: str
-    action: str  # "reset" | "status"
+    action: str  # "reset" | "lose_response" | "status"
     after_body_bytes: int = 0
     status: int = 503
     headers: Mapping[str, str] = field(default_factory=dict)
     min_body: int = 0  # only requests whose declared body is at least this long
+    max_body: int | None = None  # ... and at most this long
     times: int = 1  # fires this many times, then the proxy relays again
     skip: int = 0  # let this many matching requests through first
     fired: int = 0
@@ -46,7 +49,8 @@ class Fault:
     def matches(self, method: str, target: str, body_length: int | None) -> bool:
         if method != self.method or not re.search(self.path, target):
             return False
-        return self.min_body == 0 or (body_length or 0) >= self.min_body
+        length = body_length or 0
+        return length >= self.min_body and (self.max_body is None or length <= self.max_body)
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,9 @@ class FaultProxy:
 
     def reset(self, method: str, path: str, *, after_body_bytes: int, **kw: int) -> Fault:
         return self._arm(Fault(method, path, "reset", after_body_bytes=after_body_bytes, **kw))
+
+    def lose_response(self, method: str, path: str, **kw: int) -> Fault:
+        return self._arm(Fault(method, path, "lose_response", **kw))
 
     def respond(
         self, method: str, path: str, status: int, headers: Mapping[str, str] | None = None,
@@ -237,9 +244,15 @@ class FaultProxy:
             return True
 
         upstream.sendall(head)
-        if fault is not None:  # reset after N bytes of the body
+        if fault is not None and fault.action == "reset":  # after N bytes of the body
             _copy_body(client_in, upstream, length, chunked, limit=fault.after_body_bytes)
             self._record(Logged(method, target, length, "reset"))
+            raise _Reset
+        if fault is not None:  # lose_response
+            _copy_body(client_in, upstream, length, chunked)
+            answer = _read_head(upstream_in)
+            status = answer.split(b" ", 2)[1].decode() if answer else "nothing"
+            self._record(Logged(method, target, length, f"lost {status}"))
             raise _Reset
         try:
             _copy_body(client_in, upstream, length, chunked)

@@ -194,13 +194,25 @@ def _chunked(
             progress(len(data))
             offset = end + 1
     hasher.verify()
-    response = client.send(
-        "PUT", _with_digest(location, blob.digest), what=what,
-        headers={"Content-Length": "0"},
-    )
-    if response.status_code not in (201, 204):
-        raise client.error(response, what)
+    _commit(client, blob, location, what)
     return sent
+
+
+def _commit(client: RegistryClient, blob: BlobSource, location: str, what: str) -> None:
+    """Close a chunked upload; a lost answer to it is found out with a ``HEAD``."""
+    try:
+        response = client.send(
+            "PUT", _with_digest(location, blob.digest), what=what,
+            headers={"Content-Length": "0"},
+        )
+        if response.status_code in (201, 204):
+            return
+        error = client.error(response, what)
+    except RegistryError as exc:
+        error = exc
+    # A retried PUT finds the session closed (404) when the first one did commit the blob.
+    if client.head_blob(blob.digest) is None:
+        raise error
 
 
 # A registry that forgot an upload session says so with these codes (404 or 400).
