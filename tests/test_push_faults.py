@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from skiff.push import PushOptions, PushResult, push
-from support import RegistryServer, push_tiny_image
+from support import USERS, DockerConfig, RegistryServer, TokenIssuer, push_tiny_image
 from support.faultproxy import FaultProxy
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "hello"
@@ -177,3 +177,39 @@ def test_lost_answers_to_a_chunk_and_to_the_commit_do_not_fail_the_push(
     assert (chunk.fired, commit.fired) == (1, 1)
     assert registry.tags(REPO) == {"v1": str(result.digest)}
     assert_complete(registry, REPO)
+
+
+def test_a_401_mid_upload_gets_a_new_token_and_the_upload_goes_on(
+    tmp_path: Path,
+    token_registry: RegistryServer,
+    token_issuer: TokenIssuer,
+    docker_config: DockerConfig,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with FaultProxy(token_registry.host) as proxy:
+        for host in (token_registry.host, proxy.host):
+            docker_config.write_auth(host, "alice", USERS["alice"])
+        push_tiny_image(token_registry, "alice/base", "1", user="alice", password=USERS["alice"])
+        monkeypatch.setenv("SKIFF_BASE_IMAGE", f"{token_registry.host}/alice/base:1")
+        model = model_with_weights(tmp_path, 12 * MB)
+        # What a registry says when the token expired between two chunks.
+        challenge = (
+            f'Bearer realm="{token_issuer.realm}",service="{token_issuer.service}",'
+            'scope="repository:alice/model:pull,push",error="invalid_token"'
+        )
+        asked_before: list[int] = []
+        expired = proxy.respond(
+            "PATCH", UPLOADS, 401, {"WWW-Authenticate": challenge}, skip=1,
+            on_fire=lambda: asked_before.append(len(token_issuer.requests)),
+        )  # fmt: skip
+        result = push(model, f"{proxy.host}/alice/model:v1", PushOptions(chunk_size=4 * MB))
+    assert expired.fired == 1
+    # A new token for the repository was asked for after the 401, and the chunk went through.
+    later = token_issuer.requests[asked_before[0] :]
+    assert any("repository:alice/model:push,pull" in r.scopes and r.status == 200 for r in later)
+    (rejected,) = proxy.requests("PATCH", UPLOADS + ".*")[1:2]
+    assert rejected.outcome == "injected 401"
+    retried = [e for e in proxy.log if e.target == rejected.target and e.at > rejected.at]
+    assert retried and retried[0].outcome == "202"
+    assert token_registry.tags("alice/model") == {"v1": str(result.digest)}
+    assert_complete(token_registry, "alice/model")

@@ -22,9 +22,9 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 _COPY = 64 * 1024
 _NO_BODY_STATUSES = (204, 304)
@@ -45,6 +45,7 @@ class Fault:
     times: int = 1  # fires this many times, then the proxy relays again
     skip: int = 0  # let this many matching requests through first
     fired: int = 0
+    on_fire: Callable[[], object] | None = None  # runs when it fires (a test marks the moment)
 
     def matches(self, method: str, target: str, body_length: int | None) -> bool:
         if method != self.method or not re.search(self.path, target):
@@ -93,15 +94,15 @@ class FaultProxy:
 
     # -- arming ---------------------------------------------------------------------------------
 
-    def reset(self, method: str, path: str, *, after_body_bytes: int, **kw: int) -> Fault:
+    def reset(self, method: str, path: str, *, after_body_bytes: int, **kw: Any) -> Fault:
         return self._arm(Fault(method, path, "reset", after_body_bytes=after_body_bytes, **kw))
 
-    def lose_response(self, method: str, path: str, **kw: int) -> Fault:
+    def lose_response(self, method: str, path: str, **kw: Any) -> Fault:
         return self._arm(Fault(method, path, "lose_response", **kw))
 
     def respond(
         self, method: str, path: str, status: int, headers: Mapping[str, str] | None = None,
-        **kw: int,
+        **kw: Any,
     ) -> Fault:  # fmt: skip
         return self._arm(Fault(method, path, "status", status=status, headers=headers or {}, **kw))
 
@@ -123,8 +124,12 @@ class FaultProxy:
                     fault.skip -= 1
                     continue
                 fault.fired += 1
-                return fault
-        return None
+                break
+            else:
+                return None
+        if fault.on_fire is not None:
+            fault.on_fire()
+        return fault
 
     def requests(self, method: str | None = None, path: str = "") -> list[Logged]:
         with self._lock:
