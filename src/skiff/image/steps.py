@@ -254,28 +254,34 @@ def _bwrap_args(sandbox: Sandbox, root: Path, binds: Sequence[_Bind], command: s
     return [*args, "--chdir", "/", "/bin/sh", "-c", command]
 
 
+def _host_tool(name: str) -> str:
+    # The script runs with the step's environment (its PATH is the image's): host tools by path.
+    return shutil.which(name, path=os.environ.get("PATH", "") + ":" + DEFAULT_PATH) or name
+
+
 def _chroot_args(sandbox: Sandbox, root: Path, binds: Sequence[_Bind], command: str) -> list[str]:
     """unshare + mount + chroot: the same view as bwrap, for root without bwrap."""
     q = shlex.quote
     r = q(str(root))
+    mount, mkdir, chroot = (q(_host_tool(t)) for t in ("mount", "mkdir", "chroot"))
     lines = [
         "set -e",
-        f"mkdir -p {r}/proc {r}/dev {r}/tmp",
-        f"mount -t proc proc {r}/proc",
-        f"mount --rbind /dev {r}/dev",
-        f"mount -t tmpfs tmpfs {r}/tmp",
+        f"{mkdir} -p {r}/proc {r}/dev {r}/tmp",
+        f"{mount} -t proc proc {r}/proc",
+        f"{mount} --rbind /dev {r}/dev",
+        f"{mount} -t tmpfs tmpfs {r}/tmp",
     ]
     for bind in binds:
         target = q(str(root) + bind.target)
         if bind.tmpfs_parent:
             parent = q(str(root) + bind.tmpfs_parent)
-            lines += [f"mkdir -p {parent}", f"mount -t tmpfs tmpfs {parent}"]
+            lines += [f"{mkdir} -p {parent}", f"{mount} -t tmpfs tmpfs {parent}"]
         lines += [
             f"[ -e {target} ] || : > {target}",
-            f"mount --bind {q(str(bind.source))} {target}",
-            f"mount -o remount,bind,ro {target}",
+            f"{mount} --bind {q(str(bind.source))} {target}",
+            f"{mount} -o remount,bind,ro {target}",
         ]
-    lines.append(f"exec chroot {r} /bin/sh -c {q(command)}")
+    lines.append(f"exec {chroot} {r} /bin/sh -c {q(command)}")
     script = "\n".join(lines)
     unshare = [sandbox.program, "--mount", "--pid", "--fork", "--propagation", "private"]
     return [*unshare, "/bin/sh", "-c", script]
