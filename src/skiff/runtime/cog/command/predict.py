@@ -16,6 +16,7 @@ from typing import Any, TextIO
 
 from .. import logcapture
 from ..config import ConfigError, predictor_ref
+from ..executor import MainThreadExecutor
 from ..files import OutputFiles, discard_if_temporary
 from ..introspect import InputSpec, Primitive
 from ..prediction import Prediction, mask_secrets, new_prediction_id, now_iso
@@ -111,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     cwd = os.getcwd()
     try:
         ref = args.predictor or predictor_ref(cwd)
-        runner = Runner.load(ref, cwd, files=LocalOutputFiles(args.output_dir))
+        executor = MainThreadExecutor(on_signal=lambda: None)
+        runner = Runner.load(ref, cwd, files=LocalOutputFiles(args.output_dir), executor=executor)
         raw = parse_cli_inputs(runner.info.inputs, args.input)
     except (ConfigError, PredictorLoadError, UsageError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -135,8 +137,10 @@ def main(argv: list[str] | None = None) -> int:
     prediction = Prediction(
         id=new_prediction_id(), input=mask_secrets(runner.info, raw), created_at=now_iso()
     )
+    # Predict on this (main) thread, as setup() did and as the server does.
     runner.start(prediction, values)
-    prediction.done.wait()
+    executor.stop()
+    executor.run_forever()
     _emit(out, prediction.to_json())
     return 0 if prediction.status == "succeeded" else 1
 
