@@ -170,6 +170,7 @@ class Receiver:
             def do_GET(self) -> None:
                 data = receiver.uploads.get(self.path, b"")
                 self.send_response(200 if data else 404)
+                self.send_header("Content-Type", "text/plain")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)

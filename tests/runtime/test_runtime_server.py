@@ -45,7 +45,7 @@ def test_listens_at_once_and_reports_setup(start_server: Any) -> None:
 
 def test_predictor_from_cog_yaml(start_server: Any) -> None:
     server: CogServer = start_server("echo", predictor=None)
-    r = server.client.post("/predictions", json={"input": {"text": "a b"}})
+    r = server.client.post("/predictions/", json={"input": {"text": "a b"}})  # trailing /
     assert r.status_code == 200
     assert r.json()["output"] == ["a", "b"]
 
@@ -215,13 +215,18 @@ def test_file_input_and_output_as_data_uris(start_server: Any, receiver: Receive
     assert r.status_code == 200, r.text
     assert r.json()["output"] == "data:text/plain;base64," + base64.b64encode(b"hello!").decode()
     # As in Cog, a returned temporary file is deleted once sent.
-    assert not Path(r.json()["logs"].strip()).exists()
+    assert not Path(r.json()["logs"].splitlines()[-1]).exists()
     # An http(s) URL is downloaded first.
     receiver.uploads["/doc.txt"] = b"remote"
     r = server.client.post(
         "/predictions", json={"input": {"document": f"{receiver.url}/doc.txt", "suffix": "?"}}
     )
     assert r.json()["output"] == "data:text/plain;base64," + base64.b64encode(b"remote?").decode()
+    assert r.json()["logs"].splitlines()[0] == "doc.txt"
+    # Without an extension in the URL, the file gets one from the Content-Type.
+    receiver.uploads["/download"] = b"typed"
+    r = server.client.post("/predictions", json={"input": {"document": f"{receiver.url}/download"}})
+    assert r.json()["logs"].splitlines()[0] == "download.txt"
     # A download failure fails the prediction with a message, not a crash.
     r = server.client.post("/predictions", json={"input": {"document": f"{receiver.url}/none"}})
     assert r.json()["status"] == "failed"

@@ -55,10 +55,15 @@ def fetch(location: str, workdir: str) -> Path:
             f.write(data)
         return Path(target)
     if location.startswith(("http://", "https://")):
-        target = os.path.join(tempfile.mkdtemp(dir=workdir), _filename_from_url(location, "file"))
+        name = _filename_from_url(location, "file")
         request = urllib.request.Request(location, headers={"User-Agent": "skiff-cog-runtime"})
         try:
-            with urllib.request.urlopen(request, timeout=_DOWNLOAD_TIMEOUT_S) as resp:  # noqa: SIM117 - Python 3.9 syntax
+            with urllib.request.urlopen(request, timeout=_DOWNLOAD_TIMEOUT_S) as resp:
+                if not os.path.splitext(name)[1]:
+                    # Predictors often dispatch on the extension: take it from the type.
+                    mime = resp.headers.get_content_type()
+                    name += mimetypes.guess_extension(mime) or ""
+                target = os.path.join(tempfile.mkdtemp(dir=workdir), name)
                 with open(target, "wb") as f:
                     shutil.copyfileobj(resp, f)
         except OSError as e:

@@ -137,6 +137,11 @@ class Handler(BaseHTTPRequestHandler):
             traceback.print_exc()
             self._send(HTTPStatus.INTERNAL_SERVER_ERROR, {"detail": "internal server error"})
 
+    def _route_path(self) -> str:
+        """The path without query, and without a trailing slash (FastAPI redirects those)."""
+        path = self.path.split("?", 1)[0]
+        return path.rstrip("/") or "/"
+
     def _not_found(self) -> None:
         self._send(HTTPStatus.NOT_FOUND, {"detail": "Not Found"})
 
@@ -146,7 +151,7 @@ class Handler(BaseHTTPRequestHandler):
         self._guarded(self._route_get)
 
     def _route_get(self) -> None:
-        path = self.path.split("?", 1)[0]
+        path = self._route_path()
         if path == "/":
             self._send(HTTPStatus.OK, _index())
         elif path == "/health-check":
@@ -170,7 +175,7 @@ class Handler(BaseHTTPRequestHandler):
         self._guarded(self._route_post)
 
     def _route_post(self) -> None:
-        path = self.path.split("?", 1)[0]
+        path = self._route_path()
         if path == "/predictions":
             self._predict(None)
         elif match := _CANCEL.match(path):
@@ -185,7 +190,7 @@ class Handler(BaseHTTPRequestHandler):
         self._guarded(self._route_put)
 
     def _route_put(self) -> None:
-        match = _PREDICTION.match(self.path.split("?", 1)[0])
+        match = _PREDICTION.match(self._route_path())
         if match:
             self._predict(match.group("id"))
         else:
