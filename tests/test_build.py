@@ -297,3 +297,25 @@ def test_warm_rebuild_does_not_read_the_weights_again(
 def _built(stderr: str) -> str:
     (line,) = [line for line in stderr.splitlines() if line.startswith("built sha256:")]
     return line.split()[1]
+
+
+# -- the base image: errors name it ---------------------------------------------------------------
+
+
+def test_a_base_image_for_another_platform_is_a_build_error(
+    tmp_path: Path, base_image: str
+) -> None:
+    done = skiff("build", "--platform", "linux/arm64", "-C", str(copy_model(tmp_path)))
+    assert done.returncode == 4, done.stderr
+    assert base_image in done.stderr and "arm64" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_missing_base_image_is_a_build_error_naming_it(
+    tmp_path: Path, plain_registry: RegistryServer
+) -> None:
+    missing = f"{plain_registry.host}/base/nothing-here:1"
+    done = skiff("build", "--base-image", missing, "-C", str(copy_model(tmp_path)))
+    assert done.returncode == 4, done.stderr
+    assert missing in done.stderr
+    assert "Traceback" not in done.stderr
