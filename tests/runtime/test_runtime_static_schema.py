@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from cog.schema import openapi_schema
-from cog.static import StaticSchemaError, static_openapi_schema
+from cog.static import StaticSchemaError, static_openapi_schema, static_predictor_info
 
 from conftest import FIXTURES, python_stdlib_only, runtime_env
 from skiff.runtime import schema_for_build
@@ -22,6 +22,8 @@ PREDICTORS = [
     ("structured", "predict.py:Runner"),
     ("structured", "predict.py:Metered"),
     ("echo", "predict.py:Predictor"),
+    ("echo", "predict.py:Sleeper"),
+    ("echo", "predict.py:Streamer"),
     ("files", "predict.py:Predictor"),
     ("files", "predict.py:Reader"),
     ("asyncs", "predict.py:Predictor"),
@@ -165,3 +167,9 @@ def test_command_static_flag(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert '"x-order": 0' in result.stdout
+
+
+def test_streaming_opt_in_is_read_statically() -> None:
+    source = (FIXTURES / "echo" / "predict.py").read_text()
+    assert static_predictor_info(source, "Streamer").streaming
+    assert not static_predictor_info(source, "Predictor").streaming

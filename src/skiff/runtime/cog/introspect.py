@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .model import BaseModel
+from .predictor import STREAMING_FLAG
 from .types import MISSING, AsyncConcatenateIterator, ConcatenateIterator, FieldInfo, File, Secret
 
 
@@ -123,6 +124,7 @@ class PredictorInfo:
     inputs: dict[str, InputSpec]
     output: OutputSpec
     accepts_weights: bool = False
+    streaming: bool = False  # opted in to server-sent events with @cog.streaming
 
 
 _PRIMITIVES: dict[Any, Primitive] = {
@@ -338,5 +340,9 @@ def inspect_predictor(target: Any, method: str) -> PredictorInfo:
     if is_class and hasattr(target, "setup"):
         accepts_weights = "weights" in inspect.signature(target.setup).parameters
     return PredictorInfo(
-        method=method, inputs=inputs, output=output, accepts_weights=accepts_weights
+        method=method,
+        inputs=inputs,
+        output=output,
+        accepts_weights=accepts_weights,
+        streaming=bool(getattr(getattr(target, method, target), STREAMING_FLAG, False)),
     )

@@ -13,6 +13,8 @@ from typing import Any, TypeVar
 
 from .scope import current_scope
 
+STREAMING_FLAG = "__cog_streaming__"  # also read by introspect
+
 
 class BasePredictor:
     """Subclass and implement setup() (once, optional) and predict() (per request)."""
@@ -46,11 +48,16 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def streaming(fn: F | None = None) -> Any:
-    """Cog's opt-in to server-sent-event streaming; accepted (``@streaming`` and
-    ``@streaming()``) so such predictors load. Iterator outputs stream to webhooks anyway."""
-    if fn is None:
-        return lambda f: f
-    return fn
+    """Opt predict() in to server-sent events (``Accept: text/event-stream``), as in Cog.
+
+    Usable as ``@streaming`` and ``@streaming()``.
+    """
+
+    def mark(f: F) -> F:
+        setattr(f, STREAMING_FLAG, True)
+        return f
+
+    return mark if fn is None else mark(fn)
 
 
 class PredictorLoadError(Exception):

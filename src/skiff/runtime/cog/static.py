@@ -279,7 +279,14 @@ def static_predictor_info(source: str, name: str) -> PredictorInfo:
         for stmt in module.classes[name].body:
             if isinstance(stmt, ast.FunctionDef) and stmt.name == "setup":
                 weights = any(a.arg == "weights" for a in [*stmt.args.args, *stmt.args.kwonlyargs])
-    return PredictorInfo(method=method, inputs=inputs, output=output, accepts_weights=weights)
+    decorators = [d.func if isinstance(d, ast.Call) else d for d in fn.decorator_list]
+    return PredictorInfo(
+        method=method,
+        inputs=inputs,
+        output=output,
+        accepts_weights=weights,
+        streaming=any(_last_name(d) == "streaming" for d in decorators),
+    )
 
 
 def static_openapi_schema(predictor_ref: str, cwd: str | os.PathLike[str] = ".") -> dict[str, Any]:

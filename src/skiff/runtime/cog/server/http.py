@@ -28,6 +28,7 @@ from ..prediction import Prediction, SetupResult, mask_secrets, new_prediction_i
 from ..runner import Busy, NotReady, Runner
 from ..schema import build_schema
 from ..validation import InputError, validate_inputs
+from .sse import EventStream
 from .webhook import EVENTS, WebhookSender
 
 _PREDICTION = re.compile(r"^/predictions/(?P<id>[^/]+)$")
@@ -47,6 +48,7 @@ class App:
         self.setup_result = SetupResult()
         self.runner: Runner | None = None
         self.schema: dict[str, Any] | None = None
+        self.streams: dict[str, EventStream] = {}  # by prediction id, while running
         self.executor: Executor = Executor()
         if max_concurrency == 1 and MainThreadExecutor.supported():
             self.executor = MainThreadExecutor(on_signal=self.on_cancel_signal)
@@ -136,6 +138,19 @@ class Handler(BaseHTTPRequestHandler):
         except Exception:
             traceback.print_exc()
             self._send(HTTPStatus.INTERNAL_SERVER_ERROR, {"detail": "internal server error"})
+
+    def _send_stream(self, stream: EventStream | None) -> None:
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Connection", "close")  # the end of the body ends the stream
+        self.end_headers()
+        self.close_connection = True
+        if stream is None:
+            return
+        for chunk in stream.read():
+            self.wfile.write(chunk)
+            self.wfile.flush()
 
     def _route_path(self) -> str:
         """The path without query, and without a trailing slash (FastAPI redirects those)."""
@@ -233,17 +248,31 @@ class Handler(BaseHTTPRequestHandler):
             webhook=webhook,
             output_file_prefix=body.get("output_file_prefix"),
         )
+        wants_stream = "text/event-stream" in (self.headers.get("Accept") or "")
+        if wants_stream and not runner.info.streaming:
+            self._send(
+                HTTPStatus.NOT_ACCEPTABLE,
+                {"detail": "this model does not stream: decorate predict() with @cog.streaming"},
+            )
+            return
         sender = None
         if webhook:
             events = body.get("webhook_events_filter")
             sender = WebhookSender(webhook, frozenset(EVENTS if events is None else events))
+        stream = EventStream(runner.info.output.streams) if runner.info.streaming else None
 
         def on_event(event: str, p: Prediction) -> None:
             if sender is not None:
                 sender.notify(event, p.to_json())
+            if stream is not None:
+                stream.on_event(event, p)
+                if event == "completed":
+                    self.app.streams.pop(p.id, None)
 
         # Cog answers an async request with the prediction as it was accepted: "starting".
         accepted = prediction.to_json()
+        if stream is not None:
+            self.app.streams.setdefault(prediction.id, stream)
         try:
             started = runner.start(prediction, values, on_event)
         except Busy as e:
@@ -251,6 +280,10 @@ class Handler(BaseHTTPRequestHandler):
             return
         except NotReady as e:
             self._send(HTTPStatus.SERVICE_UNAVAILABLE, {"detail": f"Server is not ready ({e})"})
+            return
+        if wants_stream:
+            # A retry of a running prediction replays that prediction's stream.
+            self._send_stream(self.app.streams.get(started.id) or stream)
             return
         respond_async = "respond-async" in (self.headers.get("Prefer") or "")
         if started is not prediction:  # an idempotent retry of a running prediction
