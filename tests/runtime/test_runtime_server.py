@@ -205,7 +205,11 @@ def test_put_is_idempotent(start_server: Any) -> None:
     assert first.json()["id"] == second.json()["id"] == "same"
     mismatch = server.client.put("/predictions/other", json={"id": "x", **body})
     assert mismatch.status_code == 422
-    server.client.post("/predictions/same/cancel")
+    # A synchronous retry waits for the running prediction and answers with its result.
+    threading.Timer(0.3, lambda: httpx.post(f"{server.url}/predictions/same/cancel")).start()
+    waited = server.client.put("/predictions/same", json=body)
+    assert waited.status_code == 200
+    assert waited.json()["id"] == "same" and waited.json()["status"] == "canceled"
 
 
 def test_file_input_and_output_as_data_uris(start_server: Any, receiver: Receiver) -> None:

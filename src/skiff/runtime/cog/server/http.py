@@ -285,14 +285,13 @@ class Handler(BaseHTTPRequestHandler):
             # A retry of a running prediction replays that prediction's stream.
             self._send_stream(self.app.streams.get(started.id) or stream)
             return
-        respond_async = "respond-async" in (self.headers.get("Prefer") or "")
-        if started is not prediction:  # an idempotent retry of a running prediction
-            self._send(HTTPStatus.ACCEPTED, started.to_json())
+        if "respond-async" in (self.headers.get("Prefer") or ""):
+            # A retry of a running prediction gets that prediction, as it is now.
+            self._send(
+                HTTPStatus.ACCEPTED, accepted if started is prediction else started.to_json()
+            )
             return
-        if respond_async:
-            self._send(HTTPStatus.ACCEPTED, accepted)
-            return
-        started.done.wait()
+        started.done.wait()  # a synchronous retry waits for the running prediction
         self._send(HTTPStatus.OK, started.to_json())
 
 
