@@ -109,6 +109,7 @@ def test_needs_no_dependencies_and_resolves_constants_and_enums(tmp_path: Path) 
         ("x: int = Input(**opts)", "not static"),
         ("x: int = compute()", "not a literal"),
         ("*args: int", "must not take"),
+        ("x: Local", "Local is a class of this file"),
     ],
 )
 def test_what_only_an_import_can_resolve_is_refused(
@@ -118,6 +119,9 @@ def test_what_only_an_import_can_resolve_is_refused(
         tmp_path,
         f"""
         from cog import BasePredictor, Input
+
+        class Local:
+            pass
 
         class Predictor(BasePredictor):
             def predict(self, {signature}) -> str:

@@ -157,6 +157,7 @@ class _Module:
                 return self._enum_type(klass)
             if self._is_model(klass):
                 return self._model(klass)
+            raise StaticSchemaError(f"line {node.lineno}: {name} is a class of this file")
         if name in _KNOWN:
             return _KNOWN[name]
         if name == "Path" or name == "PurePath":
