@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 import traceback
+import urllib.parse
 from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -194,7 +195,7 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/predictions":
             self._predict(None)
         elif match := _CANCEL.match(path):
-            self._cancel(match.group("id"))
+            self._cancel(urllib.parse.unquote(match.group("id")))
         elif path == "/shutdown":
             self._send(HTTPStatus.OK, {})
             self.app.executor.stop()  # main() then stops the HTTP server
@@ -207,7 +208,7 @@ class Handler(BaseHTTPRequestHandler):
     def _route_put(self) -> None:
         match = _PREDICTION.match(self._route_path())
         if match:
-            self._predict(match.group("id"))
+            self._predict(urllib.parse.unquote(match.group("id")))
         else:
             self._not_found()
 
