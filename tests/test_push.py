@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import io
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import threading
+import time
+import zipfile
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -187,3 +195,118 @@ def test_forbidden_destination_exits_3_before_anything_is_built(
     assert by_role(summary)["base"]["status"] == "mounted"
     assert cached_blobs(hermetic_env)
     assert token_registry.tags("alice/model") == {"v1": summary["digest"]}
+
+
+# -- the pipeline: layers go up while the build goes on -------------------------------------------
+
+
+def tiny_wheel() -> bytes:
+    """A pure-Python wheel, ``gatedpkg 1.0``, made here (nothing from PyPI)."""
+    files = {
+        "gatedpkg/__init__.py": b"VALUE = 42\n",
+        "gatedpkg-1.0.dist-info/METADATA": b"Metadata-Version: 2.1\nName: gatedpkg\nVersion: 1.0\n",
+        "gatedpkg-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\nRoot-Is-Purelib: true\n"
+        b"Tag: py3-none-any\n",
+    }
+    record = (
+        "".join(
+            f"{name},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},{len(data)}\n"
+            for name, data in files.items()
+        )
+        + "gatedpkg-1.0.dist-info/RECORD,,\n"
+    )
+    files["gatedpkg-1.0.dist-info/RECORD"] = record.encode()
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(zipfile.ZipInfo(name, (2020, 1, 1, 0, 0, 0)), data)
+    return buffer.getvalue()
+
+
+class GatedWheel:
+    """Serves one wheel over HTTP, but only once ``open()`` is called: uv waits on it."""
+
+    name = "gatedpkg-1.0-py3-none-any.whl"
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.asked = threading.Event()
+        wheel = tiny_wheel()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def do_HEAD(self) -> None:
+                self._answer(with_body=False)
+
+            def do_GET(self) -> None:
+                self._answer(with_body=True)
+
+            def _answer(self, with_body: bool) -> None:
+                outer.asked.set()
+                outer.gate.wait(timeout=120)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Length", str(len(wheel)))
+                self.end_headers()
+                if with_body:
+                    self.wfile.write(wheel)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/{self.name}"
+
+    def close(self) -> None:
+        self.gate.set()
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+@pytest.fixture
+def gated_wheel() -> Iterator[GatedWheel]:
+    wheel = GatedWheel()
+    yield wheel
+    wheel.close()
+
+
+def test_weights_are_uploaded_while_the_dependencies_are_still_installing(
+    registry: RegistryServer, model: Path, gated_wheel: GatedWheel
+) -> None:
+    spec = yaml.safe_load((model / "cog.yaml").read_text())
+    spec["build"]["python_packages"] = [f"gatedpkg @ {gated_wheel.url}"]
+    (model / "cog.yaml").write_text(yaml.safe_dump(spec))
+    weights_size = (model / "weights" / "table.bin").stat().st_size
+    command = [str(SKIFF), "push", f"{registry.host}/demo/hello:v1", "-C", str(model), "--json"]
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ)
+    ) as process:
+        try:
+            # uv is blocked on the wheel, so the dependency layer cannot exist yet: the weights
+            # must reach the registry anyway, and no manifest may.
+            deadline = time.monotonic() + 60
+            weights_arrived = False
+            while time.monotonic() < deadline and process.poll() is None:
+                sizes = [len(registry.blob_bytes(d)) for d in registry.layers("demo/hello")]
+                if any(size > weights_size for size in sizes):
+                    weights_arrived = True
+                    break
+                time.sleep(0.05)
+            assert process.poll() is None, process.communicate()
+            assert weights_arrived, "the weights were not uploaded while uv was waiting"
+            assert registry.manifests("demo/hello") == []
+        finally:
+            gated_wheel.gate.set()
+        stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stdout + stderr
+    assert gated_wheel.asked.is_set()  # uv did wait on the gate
+    summary = json.loads(stdout)
+    assert by_role(summary)["deps"]["status"] == "uploaded"
+    assert registry.tags("demo/hello") == {"v1": summary["digest"]}
