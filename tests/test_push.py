@@ -208,13 +208,12 @@ def tiny_wheel() -> bytes:
         "gatedpkg-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\nRoot-Is-Purelib: true\n"
         b"Tag: py3-none-any\n",
     }
-    record = (
-        "".join(
-            f"{name},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},{len(data)}\n"
-            for name, data in files.items()
-        )
-        + "gatedpkg-1.0.dist-info/RECORD,,\n"
-    )
+
+    def hashed(data: bytes) -> str:
+        return base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+
+    record = "".join(f"{name},sha256={hashed(data)},{len(data)}\n" for name, data in files.items())
+    record += "gatedpkg-1.0.dist-info/RECORD,,\n"
     files["gatedpkg-1.0.dist-info/RECORD"] = record.encode()
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
