@@ -105,3 +105,12 @@ def test_custom_metrics_join_predict_time() -> None:
     assert metrics["seen"] == 1
     assert metrics["steps"] == 4
     assert metrics["predict_time"] >= 0
+
+
+def test_enum_inputs_arrive_as_members() -> None:
+    result = predict("stream", "-i", "colour=blue", ref="predict.py:paint")
+    assert json.loads(result.stdout)["output"] == "Colour.BLUE", result.stderr
+    result = predict("stream", ref="predict.py:paint")
+    assert json.loads(result.stdout)["output"] == "Colour.RED", result.stderr
+    result = predict("stream", "-i", "colour=green", ref="predict.py:paint")
+    assert result.returncode == 2

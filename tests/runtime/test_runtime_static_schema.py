@@ -18,6 +18,7 @@ PREDICTORS = [
     ("stream", "predict.py:Predictor"),
     ("stream", "predict.py:Frames"),
     ("stream", "predict.py:listing"),
+    ("stream", "predict.py:paint"),
     ("structured", "predict.py:Predictor"),
     ("structured", "predict.py:Runner"),
     ("structured", "predict.py:Metered"),

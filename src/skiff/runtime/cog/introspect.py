@@ -86,6 +86,7 @@ class InputSpec:
     regex: str | None = None
     choices: list[Any] | None = None
     deprecated: bool | None = None
+    enum_type: Any = None  # an Enum annotation: predict() gets members, not raw values
 
     @property
     def required(self) -> bool:
@@ -213,10 +214,11 @@ def input_spec(order: int, name: str, tpe: Any, raw_default: Any) -> InputSpec:
     if ft.primitive is Primitive.FLOAT:
         default = _as_float(default)
     choices = info.choices
+    enum_type = tpe if isinstance(tpe, type) and issubclass(tpe, enum.Enum) else None
     if choices is not None:
         choices = [c.value if isinstance(c, enum.Enum) else c for c in choices]
-    elif isinstance(tpe, type) and issubclass(tpe, enum.Enum):
-        choices = [m.value for m in tpe]
+    elif enum_type is not None:
+        choices = [m.value for m in enum_type]
     spec = InputSpec(
         name=name,
         order=order,
@@ -230,6 +232,7 @@ def input_spec(order: int, name: str, tpe: Any, raw_default: Any) -> InputSpec:
         regex=info.regex,
         choices=choices,
         deprecated=info.deprecated,
+        enum_type=enum_type,
     )
     _check_constraints(spec)
     return spec

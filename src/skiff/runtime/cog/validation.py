@@ -136,6 +136,13 @@ def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else str(x)
 
 
+def _default(spec: InputSpec) -> Any:
+    value = spec.default_value()
+    if spec.enum_type is not None and value is not None:
+        return spec.enum_type(value)
+    return value
+
+
 def validate_inputs(
     specs: dict[str, InputSpec],
     raw: Any,
@@ -156,7 +163,7 @@ def validate_inputs(
             if spec.required:
                 errors.append(InputError(loc, "field required", "value_error.missing"))
             else:
-                values[name] = spec.default_value()
+                values[name] = _default(spec)
             continue
         value = raw[name]
         if value is None:
@@ -165,7 +172,7 @@ def validate_inputs(
                 values[name] = None
                 continue
             if not spec.required:
-                values[name] = spec.default_value()
+                values[name] = _default(spec)
                 continue
             errors.append(
                 InputError(loc, "none is not an allowed value", "type_error.none.not_allowed")
@@ -189,7 +196,7 @@ def validate_inputs(
             else:
                 coerced = _coerce(prim, value, allow_local_paths)
                 _check(spec, coerced)
-                values[name] = coerced
+                values[name] = spec.enum_type(coerced) if spec.enum_type else coerced
         except InvalidValue as e:
             errors.append(InputError(loc, e.msg, e.kind))
     return values, errors
