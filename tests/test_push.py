@@ -309,3 +309,18 @@ def test_weights_are_uploaded_while_the_dependencies_are_still_installing(
     summary = json.loads(stdout)
     assert by_role(summary)["deps"]["status"] == "uploaded"
     assert registry.tags("demo/hello") == {"v1": summary["digest"]}
+
+
+def test_a_build_failure_during_the_push_exits_4_and_leaves_no_manifest(
+    registry: RegistryServer, model: Path
+) -> None:
+    spec = yaml.safe_load((model / "cog.yaml").read_text())
+    # Nothing listens on port 1: uv fails, after the other layers were built (and sent).
+    spec["build"]["python_packages"] = ["nopkg @ http://127.0.0.1:1/nopkg-1.0-py3-none-any.whl"]
+    (model / "cog.yaml").write_text(yaml.safe_dump(spec))
+    done = skiff("push", f"{registry.host}/demo/hello:v1", "-C", str(model))
+    assert done.returncode == 4, done.stdout + done.stderr
+    assert "uv" in done.stderr and "Traceback" not in done.stderr
+    assert done.stdout == ""
+    assert registry.manifests("demo/hello") == []
+    assert registry.tags("demo/hello") == {}
