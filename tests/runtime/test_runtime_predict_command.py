@@ -114,3 +114,17 @@ def test_enum_inputs_arrive_as_members() -> None:
     assert json.loads(result.stdout)["output"] == "Colour.RED", result.stderr
     result = predict("stream", "-i", "colour=green", ref="predict.py:paint")
     assert result.returncode == 2
+
+
+def test_an_output_already_in_the_output_dir_is_not_copied(tmp_path: Path) -> None:
+    (tmp_path / "predict.py").write_text(
+        "from cog import BasePredictor, Path\n\n"
+        "class Predictor(BasePredictor):\n"
+        "    def predict(self) -> Path:\n"
+        "        out = Path('result.txt')\n"
+        "        out.write_text('done')\n"
+        "        return out\n"
+    )
+    result = predict(tmp_path, "-o", str(tmp_path))
+    assert json.loads(result.stdout)["output"] == str(tmp_path / "result.txt"), result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".txt") == ["result.txt"]

@@ -35,6 +35,10 @@ class LocalOutputFiles(OutputFiles):
     def encode(self, value: Any, prefix: str | None = None) -> str:
         os.makedirs(self.output_dir, exist_ok=True)
         if isinstance(value, os.PathLike):
+            source: str = os.path.abspath(os.fspath(value))
+            if os.path.samefile(os.path.dirname(source), self.output_dir):
+                return source  # already where it belongs
+        if isinstance(value, os.PathLike):
             name = os.path.basename(os.fspath(value)) or "output"
         else:
             name = os.path.basename(str(getattr(value, "name", "output")))
