@@ -387,3 +387,14 @@ def test_insecure_registry_never_gets_credentials_over_plain_http(
     assert failure is not None and failure.name == "credentials"
     assert "refusing to send credentials" in failure.message
     assert USERS["alice"] not in repr(report.to_json())
+
+
+def test_check_changes_nothing_visible(plain_registry: RegistryServer) -> None:
+    """After an allowed check the registry's catalog is still empty: no repository appeared."""
+    import httpx
+
+    assert_passed(preflight(f"{plain_registry.host}/team/model:v1"))
+    catalog = httpx.get(f"{plain_registry.url}/v2/_catalog").json()
+    assert catalog == {"repositories": []}
+    tags = httpx.get(f"{plain_registry.url}/v2/team/model/tags/list")
+    assert tags.status_code == 404
