@@ -323,3 +323,11 @@ def test_cancel_with_concurrent_predictions(start_server: Any, receiver: Receive
 def test_setup_and_predict_run_on_the_main_thread(start_server: Any) -> None:
     server: CogServer = start_server("echo", predictor="predict.py:MainThreadOnly")
     assert server.client.post("/predictions", json={}).json()["output"] == "MainThread"
+
+
+def test_user_healthcheck(start_server: Any) -> None:
+    well: CogServer = start_server("echo", predictor="predict.py:Unwell")
+    assert well.client.get("/health-check").json()["status"] == "READY"
+    sick: CogServer = start_server("echo", ready=False, predictor="predict.py:Unwell", UNWELL="1")
+    body = sick.wait_status("UNHEALTHY")
+    assert body["user_healthcheck_error"] == "healthcheck() returned False"

@@ -102,6 +102,25 @@ class Runner:
         with self._lock:
             return "BUSY" if len(self._active) >= self.max_concurrency else "READY"
 
+    def user_healthcheck(self, timeout: float = 5.0) -> str | None:
+        """Run the predictor's own ``healthcheck()`` if it has one: None when healthy,
+        else why not (False, an exception, or no answer within ``timeout``)."""
+        check = getattr(self._instance, "healthcheck", None)
+        if not callable(check):
+            return None
+        outcome: list[str | None] = []
+
+        def run() -> None:
+            try:
+                outcome.append(None if check() is not False else "healthcheck() returned False")
+            except Exception as e:
+                outcome.append(f"healthcheck() raised {type(e).__name__}: {e}")
+
+        thread = threading.Thread(target=run, name="user-healthcheck", daemon=True)
+        thread.start()
+        thread.join(timeout)
+        return outcome[0] if outcome else f"healthcheck() did not answer within {timeout:g} s"
+
     def get(self, prediction_id: str) -> Prediction | None:
         with self._lock:
             return self._active.get(prediction_id)

@@ -171,14 +171,17 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/":
             self._send(HTTPStatus.OK, _index())
         elif path == "/health-check":
-            self._send(
-                HTTPStatus.OK,
-                {
-                    "status": self.app.health(),
-                    "setup": self.app.setup_result.to_json(),
-                    "version": {"cog": __version__, "python": platform.python_version()},
-                },
-            )
+            body: dict[str, Any] = {
+                "status": self.app.health(),
+                "setup": self.app.setup_result.to_json(),
+                "version": {"cog": __version__, "python": platform.python_version()},
+            }
+            if body["status"] == "READY" and self.app.runner is not None:
+                problem = self.app.runner.user_healthcheck()
+                if problem is not None:
+                    body["status"] = "UNHEALTHY"
+                    body["user_healthcheck_error"] = problem
+            self._send(HTTPStatus.OK, body)
         elif path == "/openapi.json":
             if self.app.schema is None:
                 self._send(HTTPStatus.SERVICE_UNAVAILABLE, {"detail": "predictor not loaded"})
