@@ -124,7 +124,8 @@ def test_login_keeps_other_entries(
     assert run.code == 0, run.output
     config = docker_config.read()
     assert config["other"] == 1
-    assert set(config["auths"]) == {"ghcr.io", basic_registry.host}  # type: ignore[arg-type]
+    auths = config["auths"]
+    assert isinstance(auths, dict) and set(auths) == {"ghcr.io", basic_registry.host}
     assert_private(docker_config)
 
 
