@@ -131,9 +131,9 @@ def test_token_is_cached_per_scope(
             assert client.head_blob(Digest.parse(image.layer_digest)) is not None
         assert token_issuer.tokens_issued == before + 1
         token = client.auth.token_for()
-        assert token is not None and token.access == {
-            "alice/seeded": frozenset({"push", "pull", "delete"}) & {"push", "pull"}
-        }
+        # Granted what was asked (push, pull), not all alice may do (delete too).
+        assert token is not None
+        assert token.access == {"alice/seeded": frozenset({"push", "pull"})}
         # A request that needs another scope (pull on the mount source) gets its own token...
         session = client.start_upload(mount=MISSING, from_repository="bob/other")
         assert session is not None
