@@ -398,3 +398,45 @@ def test_check_changes_nothing_visible(plain_registry: RegistryServer) -> None:
     assert catalog == {"repositories": []}
     tags = httpx.get(f"{plain_registry.url}/v2/team/model/tags/list")
     assert tags.status_code == 404
+
+
+@dataclass
+class Crashing:
+    """A third-party platform with bugs everywhere."""
+
+    name: str = "crashing"
+
+    def matches(self, reference: Reference) -> bool:
+        return True
+
+    def checks(self) -> list[object]:
+        return [CrashingCheck()]
+
+    def refine(self, context: Context, result: CheckResult) -> CheckResult:
+        raise KeyError("refine bug")
+
+
+@dataclass
+class CrashingCheck:
+    name: str = "buggy"
+
+    def run(self, context: Context) -> str:
+        raise ZeroDivisionError("check bug")
+
+
+def test_a_plugins_bugs_do_not_stop_the_check(plain_registry: RegistryServer) -> None:
+    report = preflight(f"{plain_registry.host}/a/b", platforms=[Crashing()])
+    assert report.ok
+    buggy = report.results[-1]
+    assert buggy.name == "buggy" and buggy.status is Status.SKIPPED
+    assert "crashed" in buggy.message and "ZeroDivisionError" in buggy.message
+    # A failure keeps its own message and hint when the plugin's refine crashes.
+    plain = preflight("127.0.0.1:1/a/b", platforms=[]).failure
+    failure = preflight("127.0.0.1:1/a/b", platforms=[Crashing()]).failure
+    assert failure is not None and plain is not None and failure.name == "registry"
+    assert (failure.message, failure.hint) == (plain.message, plain.hint)
+
+
+def test_a_callers_own_check_may_raise(plain_registry: RegistryServer) -> None:
+    with pytest.raises(ZeroDivisionError):
+        preflight(f"{plain_registry.host}/a/b", platforms=[], extra_checks=[CrashingCheck()])

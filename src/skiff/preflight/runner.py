@@ -72,6 +72,7 @@ def run_preflight(
     start = time.perf_counter()
     checks: list[Check] = [*builtin_checks()]
     pending_platform_checks = True
+    extensions: set[int] = set()  # ids of third-party checks, whose bugs must not stop a push
     failed = False
     try:
         index = 0
@@ -81,23 +82,26 @@ def run_preflight(
             if failed:
                 result = CheckResult(check.name, Status.SKIPPED, "not run: an earlier check failed")
             else:
-                result = _run_one(check, context)
+                result = _run_one(check, context, guarded=id(check) in extensions)
                 failed = result.status is Status.FAILED
             if result.status is Status.FAILED and context.reference is not None:
                 for platform in known_platforms:
                     if platform.matches(context.reference):
-                        result = platform.refine(context, result)
+                        result = _refine(platform, context, result)
             report.results.append(result)
             if on_result is not None:
                 on_result(result)
             if index == len(checks) and pending_platform_checks:
                 # After the built-ins: the platform's own checks, then general extensions.
                 pending_platform_checks = False
+                added: list[Check] = []
                 if context.reference is not None:
                     for platform in known_platforms:
                         if platform.matches(context.reference):
-                            checks.extend(platform.checks())
-                checks.extend(general)
+                            added.extend(platform.checks())
+                added.extend(general)
+                extensions.update(id(c) for c in added)
+                checks.extend(added)
                 checks.extend(extra_checks)
     finally:
         context.close()
@@ -109,7 +113,17 @@ def run_preflight(
     return report
 
 
-def _run_one(check: Check, context: Context) -> CheckResult:
+def _refine(platform: Platform, context: Context, result: CheckResult) -> CheckResult:
+    """The platform's better hint; a plugin's bug keeps the plain result instead of crashing."""
+    try:
+        return platform.refine(context, result)
+    except Exception:
+        return result
+
+
+def _run_one(check: Check, context: Context, guarded: bool = False) -> CheckResult:
+    """Run one check. ``guarded``: it is an extension's, so its crash is reported as a skip
+    (a third party's bug must not stop a push); a built-in's crash is skiff's bug and raises."""
     start = time.perf_counter()
 
     def elapsed() -> float:
@@ -124,6 +138,15 @@ def _run_one(check: Check, context: Context) -> CheckResult:
                            exc.severity)
     except SkiffError as exc:
         return CheckResult(check.name, Status.FAILED, exc.message, exc.hint, elapsed())
+    except Exception as exc:
+        if not guarded:
+            raise
+        return CheckResult(
+            check.name,
+            Status.SKIPPED,
+            f"the check crashed, a bug in its extension ({type(exc).__name__}: {exc})",
+            elapsed_ms=elapsed(),
+        )
     return CheckResult(check.name, Status.OK, message, elapsed_ms=elapsed())
 
 
