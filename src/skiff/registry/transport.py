@@ -261,7 +261,7 @@ def translate(exc: httpx.HTTPError, host: str, options: TransportOptions) -> Reg
 
 
 def _request_host(exc: httpx.HTTPError) -> str | None:
-    """``HOST[:PORT]`` of the request that failed, spelled like a registry host, if known."""
+    """``HOST:PORT`` of the request that failed (the port always explicit), if known."""
     try:
         url = exc.request.url
     except RuntimeError:  # raised outside of a request
