@@ -312,8 +312,9 @@ def test_weights_are_uploaded_while_the_dependencies_are_still_installing(
 
 
 def test_a_build_failure_during_the_push_exits_4_and_leaves_no_manifest(
-    registry: RegistryServer, model: Path
+    registry: RegistryServer, model: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("UV_HTTP_RETRIES", "0")  # uv would retry a refused connection for 10 s
     spec = yaml.safe_load((model / "cog.yaml").read_text())
     # Nothing listens on port 1: uv fails, after the other layers were built (and sent).
     spec["build"]["python_packages"] = ["nopkg @ http://127.0.0.1:1/nopkg-1.0-py3-none-any.whl"]
