@@ -543,3 +543,22 @@ def test_token_repr_hides_the_token(
     assert token is not None and token.access is not None
     assert token.value not in repr(token)
     assert USERS["alice"] not in repr(client.credentials)
+
+
+@pytest.mark.parametrize(("retry_after", "attempts"), [("0", 3), ("3600", 1), ("soon", 3)])
+def test_retry_after_is_honoured(retry_after: str, attempts: int) -> None:
+    """A short Retry-After is waited for; one longer than a preflight can afford is not."""
+    routes = {
+        "GET /v2/": Reply(200, "{}"),
+        "HEAD /v2/a/b/manifests/latest": Reply(503, "", {"Retry-After": retry_after}),
+    }
+    start = time.monotonic()
+    with (
+        _serve(routes) as server,
+        client_for(server, "a/b") as client,
+        pytest.raises(ServerError) as info,
+    ):
+        client.head_manifest("latest")
+    assert time.monotonic() - start < 3
+    assert info.value.status == 503
+    assert len([s for s in server.seen if s.method == "HEAD"]) == attempts
