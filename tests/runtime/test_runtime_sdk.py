@@ -161,3 +161,18 @@ def test_older_and_newer_import_paths() -> None:
         return "y"
 
     assert (one(), two()) == ("x", "y")
+
+
+def test_captured_stdout_still_offers_the_real_streams_attributes() -> None:
+    code = (
+        "import sys\n"
+        "from cog import logcapture\n"
+        "logcapture.install()\n"
+        "sys.stdout.buffer.write(b'raw\\n')\n"
+        "sys.stdout.flush()\n"
+        "print(sys.stdout.errors == sys.__stdout__.errors, sys.stdout.isatty())\n"
+    )
+    result = subprocess.run(
+        [*python_stdlib_only(), "-c", code], env=runtime_env(), capture_output=True, text=True
+    )
+    assert result.stdout == "raw\nTrue False\n", result.stderr

@@ -42,8 +42,17 @@ class _RoutingStream(io.TextIOBase):
     def encoding(self) -> str:  # type: ignore[override]
         return getattr(self._passthrough, "encoding", "utf-8")
 
+    @property
+    def errors(self) -> str | None:  # type: ignore[override]
+        return getattr(self._passthrough, "errors", None)
+
     def writable(self) -> bool:
         return True
+
+    def __getattr__(self, name: str) -> object:
+        # Anything else (buffer, errors, reconfigure, ...) is the real stream's: libraries
+        # that reach for sys.stdout.buffer keep working (those bytes are not captured).
+        return getattr(self._passthrough, name)
 
 
 def install(stdout: TextIO | None = None, stderr: TextIO | None = None) -> None:
