@@ -8,6 +8,7 @@ import json
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -562,3 +563,21 @@ def test_retry_after_is_honoured(retry_after: str, attempts: int) -> None:
     assert time.monotonic() - start < 3
     assert info.value.status == 503
     assert len([s for s in server.seen if s.method == "HEAD"]) == attempts
+
+
+def test_token_the_registry_no_longer_accepts_is_replaced(
+    token_registry: RegistryServer, token_issuer: TokenIssuer, tmp_path: Path
+) -> None:
+    """A cached token that still looks fresh but is refused (the registry's signing key rotated,
+    or clocks disagree) is replaced on the 401, and the request goes through."""
+    push_tiny_image(token_registry, "alice/seeded", user="alice", password=USERS["alice"])
+    with client_for(token_registry, "alice/seeded", ALICE) as client:
+        assert client.head_manifest("latest") is not None
+        old = client.auth.token_for()
+        with TokenIssuer(tmp_path / "rotated", users=USERS) as rotated:
+            token_registry.token_issuer = rotated
+            token_registry.restart()
+            assert client.head_manifest("latest") is not None
+            assert rotated.tokens_issued == 1
+        new = client.auth.token_for()
+    assert old is not None and new is not None and new.value != old.value
