@@ -137,6 +137,7 @@ def test_allowed_destination_exits_0_with_json(
         docker_config.write_auth(registry.host, "alice", USERS["alice"])
     run = skiff("check", "--json", f"{registry.host}/alice/model:v1")
     assert run.code == 0, run.output
+    assert run.stderr == ""  # with --json, stdout holds everything and stderr nothing
     document = run.json()
     assert document["ok"] is True
     assert document["reference"] == f"{registry.host}/alice/model:v1"
