@@ -1,6 +1,7 @@
-"""Runs setup() and predictions in threads: status, logs, outputs, cancelation.
+"""Runs setup() and predictions: status, logs, metrics, outputs, cancelation.
 
-Shared by the HTTP server and the local ``predict`` command, so both behave alike.
+Predictions run through an Executor (see executor.py: the main thread, or one thread
+each). Shared by the HTTP server and the local ``predict`` command, so both behave alike.
 """
 
 from __future__ import annotations
