@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from skiff.errors import UploadFailed
 from skiff.push import PushOptions, PushResult, push
 from support import USERS, DockerConfig, RegistryServer, TokenIssuer, push_tiny_image
 from support.faultproxy import FaultProxy
@@ -219,3 +220,16 @@ def test_a_401_mid_upload_gets_a_new_token_and_the_upload_goes_on(
     assert retried and retried[0].outcome == "202"
     assert token_registry.tags("alice/model") == {"v1": str(result.digest)}
     assert_complete(token_registry, "alice/model")
+
+
+def test_a_refusal_is_not_retried_and_fails_with_the_registrys_answer(
+    tmp_path: Path, registry: RegistryServer, proxy: FaultProxy
+) -> None:
+    model = model_with_weights(tmp_path, 12 * MB)
+    proxy.respond("PATCH", UPLOADS, 413, times=1000)  # e.g. a proxy's body size limit
+    with pytest.raises(UploadFailed) as failed:
+        push(model, f"{proxy.host}/{REPO}:v1", PushOptions(chunk_size=4 * MB))
+    assert "HTTP 413" in failed.value.message
+    assert failed.value.hint is not None and "cached" in failed.value.hint
+    assert len(proxy.requests("PATCH")) == 1  # asked once: retrying cannot change the answer
+    assert registry.manifests(REPO) == []

@@ -20,13 +20,7 @@ import httpx
 
 from skiff.digest import Digest
 from skiff.registry.client import RegistryClient, UploadSession
-from skiff.registry.errors import (
-    NotFound,
-    ProtocolError,
-    RegistryError,
-    ServerError,
-    Unreachable,
-)
+from skiff.registry.errors import ProtocolError, RegistryError, ServerError, Unreachable
 
 log = logging.getLogger(__name__)
 
@@ -221,9 +215,10 @@ _SESSION_LOST = frozenset({"BLOB_UPLOAD_UNKNOWN", "BLOB_UPLOAD_INVALID"})
 
 def _retryable(exc: RegistryError) -> bool:
     """Failures another attempt can get past: the network, the server, a lost session."""
-    if isinstance(exc, Unreachable | ServerError | ProtocolError):
+    if isinstance(exc, Unreachable | ServerError) or exc.code in _SESSION_LOST:
         return True
-    return isinstance(exc, NotFound) and exc.code in _SESSION_LOST
+    # A broken conversation is worth another try; any other 4xx is the registry's last word.
+    return isinstance(exc, ProtocolError) and exc.status is None
 
 
 def _pause(failures: int) -> None:
