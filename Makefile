@@ -33,7 +33,7 @@ $(BIN)/skiff: pyproject.toml
 venv: $(BIN)/skiff
 
 lint: venv
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench scripts
 	$(BIN)/mypy
 
 unit: system-deps venv

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import getpass
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
-from rich.markup import escape
 
 from skiff import __version__
 from skiff.errors import (
@@ -28,6 +28,7 @@ from skiff.ui import (
     print_error,
     print_json,
     print_report_footer,
+    safe,
     stderr_console,
 )
 
@@ -286,7 +287,7 @@ def push(
         reference = _reference_from_config(directory, as_json)
     options = PushOptions(build=_build_options(base_image, platform, pull, secrets=secret))
     if not as_json:
-        console.print(f"Pushing [bold]{escape(reference)}[/]")
+        console.print(f"Pushing [bold]{safe(reference)}[/]")
     events = PushProgress(console, show_checks=not as_json) if not as_json else None
     try:
         if events is not None:
@@ -307,7 +308,7 @@ def push(
         print_json(result.to_json())
         return
     for warning in result.warnings:
-        console.print(f"[yellow]warning:[/] {escape(warning)}")
+        console.print(f"[yellow]warning:[/] {safe(warning)}")
     counts: dict[str, int] = {}
     for layer in result.layers:
         counts[str(layer.outcome)] = counts.get(str(layer.outcome), 0) + 1
@@ -393,21 +394,28 @@ def version() -> None:
 
 
 def main() -> None:
-    """Console entry point: no traceback ever reaches the user, and Ctrl-C exits 130."""
+    """Console entry point: no traceback ever reaches the user, and Ctrl-C exits 130 at once."""
+    as_json = "--json" in sys.argv[1:]
     try:
         app()
     except KeyboardInterrupt:
+        # Uploads in flight were cancelled on their way up; worker threads blocked in a send
+        # must not keep the process alive, so leave without waiting for them.
         sys.stderr.write("interrupted\n")
-        sys.exit(EXIT_INTERRUPTED)
+        sys.stderr.flush()
+        sys.stdout.flush()
+        os._exit(EXIT_INTERRUPTED)
     except SkiffError as exc:
+        if as_json:
+            print_json({"ok": False, "error": exc.message, "hint": exc.hint})
         print_error(stderr_console(), exc.message, exc.hint)
         sys.exit(exit_code(exc))
     except Exception as exc:  # the last line of defence: a bug, reported as one
-        print_error(
-            stderr_console(),
-            f"internal error: {type(exc).__name__}: {exc}",
-            "this is a bug in skiff; please report it with the command you ran",
-        )
+        message = f"internal error: {type(exc).__name__}: {exc}"
+        hint = "this is a bug in skiff; please report it with the command you ran"
+        if as_json:
+            print_json({"ok": False, "error": message, "hint": hint})
+        print_error(stderr_console(), message, hint)
         sys.exit(EXIT_ERROR)
 
 

@@ -24,6 +24,10 @@ from skiff.preflight.check import (
 from skiff.preflight.plugins import load_extensions
 from skiff.registry.transport import TransportOptions
 
+# A registry that accepts the connection and then says nothing must not hold the user for long:
+# preflight's answers are small, and a healthy registry sends them in milliseconds.
+PREFLIGHT_READ_TIMEOUT = 10.0
+
 
 @dataclass
 class Report:
@@ -65,7 +69,7 @@ def run_preflight(
     on_result: Callable[[CheckResult], None] | None = None,
 ) -> Report:
     """Check that ``text`` names a destination skiff can push to, changing nothing there."""
-    context = Context(text=text, options=options or TransportOptions.from_env(),
+    context = Context(text=text, options=options or TransportOptions.from_env(read_timeout=PREFLIGHT_READ_TIMEOUT),
                       model_dir=model_dir)
     general, known_platforms = load_extensions() if platforms is None else ([], list(platforms))
     report = Report(reference=text)

@@ -193,6 +193,12 @@ class RegistryClient:
                 "the registry has an internal problem; try again later",
                 status=response.status_code,
             )
+        elif response.status_code == 429:
+            raise ServerError(
+                f"{self.host} is rate-limiting this machine (GET /v2/ answered HTTP 429)",
+                "wait a while and try again; on Docker Hub, logging in raises the limit",
+                status=429,
+            )
         elif response.status_code != 200:
             raise ProtocolError(
                 f"{self.host} answered GET /v2/ with HTTP {response.status_code}, "
