@@ -69,8 +69,8 @@ def run_preflight(
     on_result: Callable[[CheckResult], None] | None = None,
 ) -> Report:
     """Check that ``text`` names a destination skiff can push to, changing nothing there."""
-    context = Context(text=text, options=options or TransportOptions.from_env(read_timeout=PREFLIGHT_READ_TIMEOUT),
-                      model_dir=model_dir)
+    options = options or TransportOptions.from_env(read_timeout=PREFLIGHT_READ_TIMEOUT)
+    context = Context(text=text, options=options, model_dir=model_dir)
     general, known_platforms = load_extensions() if platforms is None else ([], list(platforms))
     report = Report(reference=text)
     start = time.perf_counter()
