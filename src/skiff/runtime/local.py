@@ -16,7 +16,7 @@ from typing import Any
 
 from skiff.errors import BuildFailed
 
-from .cog.config import ConfigError, predictor_ref
+from .cog.config import ConfigError, predictor_ref, trainer_ref
 from .cog.predictor import PredictorLoadError
 from .cog.static import StaticSchemaError, static_openapi_schema
 
@@ -101,7 +101,7 @@ def schema_for_build(
     dependencies, no code run), else by importing the predictor with ``python``."""
     try:
         ref = predictor or predictor_ref(str(model_dir))
-        return static_openapi_schema(ref, model_dir)
+        return static_openapi_schema(ref, model_dir, trainer_ref(str(model_dir)))
     except (StaticSchemaError, PredictorLoadError):
         return read_openapi_schema(model_dir, predictor, python)
     except ConfigError as e:

@@ -92,6 +92,9 @@ def load_module(ref: PredictorRef, cwd: str) -> ModuleType:
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
     module_name = os.path.splitext(os.path.basename(ref.path))[0]
+    loaded = sys.modules.get(module_name)
+    if loaded is not None and getattr(loaded, "__file__", None) == file:
+        return loaded  # predictor and trainer in one file: one module, as Python would
     spec = importlib.util.spec_from_file_location(module_name, file)
     if spec is None or spec.loader is None:
         raise PredictorLoadError(f"cannot import {ref.path}")
@@ -110,6 +113,15 @@ def load_target(ref: PredictorRef, cwd: str) -> Any:
     if not (inspect.isclass(target) or inspect.isfunction(target)):
         raise PredictorLoadError(f"{ref} is neither a class nor a function")
     return target
+
+
+def train_method_name(target: Any) -> str:
+    """Which method serves trainings: ``train`` on a class, else the function itself."""
+    if inspect.isclass(target):
+        if not hasattr(target, "train"):
+            raise PredictorLoadError(f"{target.__name__} has no train() method")
+        return "train"
+    return str(target.__name__)
 
 
 def predict_method_name(target: Any) -> str:

@@ -24,7 +24,7 @@ from .inputs import close_inputs, is_open_file, resolve_input
 from .introspect import PredictorInfo, inspect_predictor
 from .outputs import encode_output, iterate_output
 from .prediction import Prediction, SetupResult, now_iso
-from .predictor import PredictorRef, load_target, predict_method_name
+from .predictor import PredictorRef, load_target, predict_method_name, train_method_name
 from .scope import Scope, enter_scope
 from .types import Path
 
@@ -50,6 +50,7 @@ class Runner:
         max_concurrency: int = 1,
         files: OutputFiles | None = None,
         executor: Executor | None = None,
+        share_with: Runner | None = None,
     ) -> None:
         self.target = target
         self.info = info
@@ -60,13 +61,17 @@ class Runner:
         self._lock = threading.Lock()
         self._active: dict[str, Prediction] = {}
         self.executor = executor or Executor()
+        if share_with is not None:
+            # A trainer shares the predictor's slots: one budget, one id space, as in Cog.
+            self._lock, self._active = share_with._lock, share_with._active
+            self.executor, self.max_concurrency = share_with.executor, share_with.max_concurrency
 
     @classmethod
-    def load(cls, ref: str, cwd: str, **kwargs: Any) -> Runner:
-        """Import the predictor and read its signature (setup() not run yet)."""
+    def load(cls, ref: str, cwd: str, *, training: bool = False, **kwargs: Any) -> Runner:
+        """Import the predictor (or trainer) and read its signature; setup() not run yet."""
         target = load_target(PredictorRef.parse(ref), cwd)
-        info = inspect_predictor(target, predict_method_name(target))
-        return cls(target, info, **kwargs)
+        method = train_method_name(target) if training else predict_method_name(target)
+        return cls(target, inspect_predictor(target, method), **kwargs)
 
     # -- setup ---------------------------------------------------------------------------------
 

@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any
 
 from .introspect import InputSpec, OutputKind, OutputSpec, PredictorInfo, inspect_predictor
-from .predictor import PredictorRef, load_target, predict_method_name
+from .predictor import PredictorRef, load_target, predict_method_name, train_method_name
 from .types import MISSING, Secret
 
 
-def openapi_schema(predictor_ref: str, cwd: str | os.PathLike[str] = ".") -> dict[str, Any]:
-    """Import the predictor (setup() is not run) and describe its API."""
-    ref = PredictorRef.parse(predictor_ref)
-    target = load_target(ref, os.fspath(os.path.abspath(cwd)))
-    return build_schema(inspect_predictor(target, predict_method_name(target)))
+def openapi_schema(
+    predictor_ref: str, cwd: str | os.PathLike[str] = ".", trainer_ref: str | None = None
+) -> dict[str, Any]:
+    """Import the predictor (and trainer; setup() is not run) and describe the API."""
+    where = os.fspath(os.path.abspath(cwd))
+    target = load_target(PredictorRef.parse(predictor_ref), where)
+    training = None
+    if trainer_ref is not None:
+        trainer = load_target(PredictorRef.parse(trainer_ref), where)
+        training = inspect_predictor(trainer, train_method_name(trainer))
+    return build_schema(inspect_predictor(target, predict_method_name(target)), training)
 
 
 def _title(name: str) -> str:
@@ -56,9 +63,9 @@ def input_property(spec: InputSpec) -> dict[str, Any]:
     return prop
 
 
-def input_schema(info: PredictorInfo) -> dict[str, Any]:
+def input_schema(info: PredictorInfo, title: str = "Input") -> dict[str, Any]:
     schema: dict[str, Any] = {
-        "title": "Input",
+        "title": title,
         "type": "object",
         "properties": {name: input_property(s) for name, s in info.inputs.items()},
     }
@@ -82,8 +89,8 @@ def enum_schemas(info: PredictorInfo) -> dict[str, Any]:
     return enums
 
 
-def output_schema(output: OutputSpec) -> dict[str, Any]:
-    schema: dict[str, Any] = {"title": "Output"}
+def output_schema(output: OutputSpec, title: str = "Output") -> dict[str, Any]:
+    schema: dict[str, Any] = {"title": title}
     if output.kind is OutputKind.ANY:
         return schema
     if output.kind is OutputKind.OBJECT:
@@ -114,88 +121,99 @@ _VALIDATION_ERROR = _json_response("HTTPValidationError", "Validation Error")
 _DATE = {"type": "string", "format": "date-time"}
 
 
-def _paths() -> dict[str, Any]:
-    def simple(summary: str, operation: str) -> dict[str, Any]:
-        return {
-            "summary": summary,
-            "operationId": operation,
-            "responses": {"200": _json_response(None)},
-        }
+@dataclass(frozen=True)
+class _Mode:
+    """The names Cog uses for predictions, and for trainings (``train:`` in cog.yaml)."""
 
-    def predict(operation: str, extra: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "summary": "Predict",
-            "description": "Run a single prediction on the model",
-            "operationId": operation,
-            **extra,
-            "requestBody": {
-                "content": {
-                    "application/json": {
-                        "schema": {"$ref": "#/components/schemas/PredictionRequest"}
-                    }
-                }
-            },
-            "responses": {
-                "200": _json_response("PredictionResponse"),
-                "422": _VALIDATION_ERROR,
-            },
-        }
+    route: str
+    id_name: str
+    request: str
+    response: str
+    input: str
+    output: str
+    summary: str
+    description: str
+    operation: str  # verb in operation ids: predict / train
 
-    def id_param() -> dict[str, Any]:
-        return {
-            "required": True,
-            "schema": {"title": "Prediction Id", "type": "string"},
-            "name": "prediction_id",
-            "in": "path",
-        }
 
+PREDICT = _Mode(
+    "predictions",
+    "prediction_id",
+    "PredictionRequest",
+    "PredictionResponse",
+    "Input",
+    "Output",
+    "Predict",
+    "Run a single prediction on the model",
+    "predict",
+)
+TRAIN = _Mode(
+    "trainings", "training_id", "TrainingRequest", "TrainingResponse", "TrainingInput",
+    "TrainingOutput", "Train", "Run a training session", "train",
+)  # fmt: skip
+
+
+def _simple(summary: str, operation: str) -> dict[str, Any]:
+    return {
+        "summary": summary,
+        "operationId": operation,
+        "responses": {"200": _json_response(None)},
+    }
+
+
+def _mode_paths(mode: _Mode) -> dict[str, Any]:
+    id_param = {
+        "required": True,
+        "schema": {"title": mode.id_name.replace("_", " ").title(), "type": "string"},
+        "name": mode.id_name,
+        "in": "path",
+    }
     prefer = {
         "required": False,
         "schema": {"title": "Prefer", "type": "string"},
         "name": "prefer",
         "in": "header",
     }
+
+    def create(operation: str, parameters: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "summary": mode.summary,
+            "description": mode.description,
+            "operationId": operation,
+            "parameters": parameters,
+            "requestBody": {
+                "content": {
+                    "application/json": {"schema": {"$ref": f"#/components/schemas/{mode.request}"}}
+                }
+            },
+            "responses": {"200": _json_response(mode.response), "422": _VALIDATION_ERROR},
+        }
+
+    route, key = mode.route, mode.id_name
     return {
-        "/": {"get": simple("Root", "root__get")},
-        "/health-check": {"get": simple("Healthcheck", "healthcheck_health_check_get")},
-        "/predictions": {"post": predict("predict_predictions_post", {"parameters": [prefer]})},
-        "/predictions/{prediction_id}": {
-            "put": predict(
-                "predict_idempotent_predictions__prediction_id__put",
-                {"parameters": [id_param(), prefer]},
-            )
+        f"/{route}": {"post": create(f"{mode.operation}_{route}_post", [prefer])},
+        f"/{route}/{{{key}}}": {
+            "put": create(f"{mode.operation}_idempotent_{route}__{key}__put", [id_param, prefer])
         },
-        "/predictions/{prediction_id}/cancel": {
+        f"/{route}/{{{key}}}/cancel": {
             "post": {
                 "summary": "Cancel",
-                "operationId": "cancel_predictions__prediction_id__cancel_post",
-                "parameters": [id_param()],
+                "operationId": f"cancel_{route}__{key}__cancel_post",
+                "parameters": [id_param],
                 "responses": {"200": _json_response(None), "422": _VALIDATION_ERROR},
             }
         },
-        "/shutdown": {"post": simple("Start Shutdown", "start_shutdown_shutdown_post")},
     }
 
 
-def _fixed_components() -> dict[str, Any]:
+def _mode_components(mode: _Mode) -> dict[str, Any]:
     return {
-        "HTTPValidationError": {
-            "title": "HTTPValidationError",
-            "type": "object",
-            "properties": {
-                "detail": {
-                    "title": "Detail",
-                    "type": "array",
-                    "items": {"$ref": "#/components/schemas/ValidationError"},
-                }
-            },
-        },
-        "PredictionRequest": {
-            "title": "PredictionRequest",
+        mode.request: {
+            "title": mode.request,
             "type": "object",
             "properties": {
                 "id": {"title": "Id", "type": "string"},
-                "input": {"$ref": "#/components/schemas/Input"},
+                "input": {"$ref": f"#/components/schemas/{mode.input}"},
                 "webhook": {
                     "title": "Webhook",
                     "type": "string",
@@ -212,12 +230,12 @@ def _fixed_components() -> dict[str, Any]:
                 "output_file_prefix": {"title": "Output File Prefix", "type": "string"},
             },
         },
-        "PredictionResponse": {
-            "title": "PredictionResponse",
+        mode.response: {
+            "title": mode.response,
             "type": "object",
             "properties": {
-                "input": {"$ref": "#/components/schemas/Input"},
-                "output": {"$ref": "#/components/schemas/Output"},
+                "input": {"$ref": f"#/components/schemas/{mode.input}"},
+                "output": {"$ref": f"#/components/schemas/{mode.output}"},
                 "id": {"title": "Id", "type": "string"},
                 "version": {"title": "Version", "type": "string"},
                 "created_at": {"title": "Created At", **_DATE},
@@ -227,6 +245,22 @@ def _fixed_components() -> dict[str, Any]:
                 "error": {"title": "Error", "type": "string"},
                 "logs": {"title": "Logs", "type": "string", "default": ""},
                 "metrics": {"title": "Metrics", "type": "object"},
+            },
+        },
+    }
+
+
+def _fixed_components() -> dict[str, Any]:
+    return {
+        "HTTPValidationError": {
+            "title": "HTTPValidationError",
+            "type": "object",
+            "properties": {
+                "detail": {
+                    "title": "Detail",
+                    "type": "array",
+                    "items": {"$ref": "#/components/schemas/ValidationError"},
+                }
             },
         },
         "Status": {
@@ -258,15 +292,24 @@ def _fixed_components() -> dict[str, Any]:
     }
 
 
-def build_schema(info: PredictorInfo) -> dict[str, Any]:
-    """The whole OpenAPI 3.0.2 document for a predictor."""
+def build_schema(info: PredictorInfo, training: PredictorInfo | None = None) -> dict[str, Any]:
+    """The whole OpenAPI 3.0.2 document for a predictor (and its trainer, if any)."""
     components = _fixed_components()
-    components["Input"] = input_schema(info)
-    components["Output"] = output_schema(info.output)
-    components.update(enum_schemas(info))
+    paths = {
+        "/": {"get": _simple("Root", "root__get")},
+        "/health-check": {"get": _simple("Healthcheck", "healthcheck_health_check_get")},
+    }
+    modes = [(PREDICT, info)] + ([(TRAIN, training)] if training is not None else [])
+    for mode, mode_info in modes:
+        paths.update(_mode_paths(mode))
+        components.update(_mode_components(mode))
+        components[mode.input] = input_schema(mode_info, mode.input)
+        components[mode.output] = output_schema(mode_info.output, mode.output)
+        components.update(enum_schemas(mode_info))
+    paths["/shutdown"] = {"post": _simple("Start Shutdown", "start_shutdown_shutdown_post")}
     return {
         "openapi": "3.0.2",
         "info": {"title": "Cog", "version": "0.1.0"},
-        "paths": _paths(),
+        "paths": paths,
         "components": {"schemas": components},
     }

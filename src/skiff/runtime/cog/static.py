@@ -213,7 +213,7 @@ class _Module:
     # -- the predictor -------------------------------------------------------------------------
 
     def predict_function(
-        self, name: str
+        self, name: str, training: bool = False
     ) -> tuple[ast.FunctionDef | ast.AsyncFunctionDef, str, bool]:
         """The predict function, the method name that serves, and whether it is a method."""
         if name in self.functions:
@@ -228,10 +228,12 @@ class _Module:
                 if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
                     methods[stmt.name] = stmt
         is_runner = "BaseRunner" in self._bases(klass)
-        for method in ("run", "predict") if is_runner else ("predict", "run"):
+        order = ("run", "predict") if is_runner else ("predict", "run")
+        for method in ("train",) if training else order:
             if method in methods:
                 return methods[method], method, True
-        raise StaticSchemaError(f"{name} defines no predict() method in this file")
+        wanted = "train" if training else "predict"
+        raise StaticSchemaError(f"{name} defines no {wanted}() method in this file")
 
 
 def _last_name(node: ast.expr) -> str:
@@ -244,7 +246,7 @@ def _last_name(node: ast.expr) -> str:
     return ""
 
 
-def static_predictor_info(source: str, name: str) -> PredictorInfo:
+def static_predictor_info(source: str, name: str, training: bool = False) -> PredictorInfo:
     """PredictorInfo from a predictor's source text, as introspection would give."""
     from .introspect import IntrospectionError
 
@@ -252,7 +254,7 @@ def static_predictor_info(source: str, name: str) -> PredictorInfo:
         module = _Module(ast.parse(source))
     except SyntaxError as e:
         raise StaticSchemaError(f"syntax error at line {e.lineno}: {e.msg}") from None
-    fn, method, is_method = module.predict_function(name)
+    fn, method, is_method = module.predict_function(name, training)
     args = fn.args
     if args.vararg or args.kwarg:
         raise StaticSchemaError(f"{method}() must not take *args or **kwargs")
@@ -290,13 +292,21 @@ def static_predictor_info(source: str, name: str) -> PredictorInfo:
     )
 
 
-def static_openapi_schema(predictor_ref: str, cwd: str | os.PathLike[str] = ".") -> dict[str, Any]:
-    """The OpenAPI document of a predictor, read from its source without importing it."""
-    ref = PredictorRef.parse(predictor_ref)
+def static_openapi_schema(
+    predictor_ref: str, cwd: str | os.PathLike[str] = ".", trainer_ref: str | None = None
+) -> dict[str, Any]:
+    """The OpenAPI document of a predictor (and trainer), read from source without importing."""
+    info = _static_info(predictor_ref, cwd, training=False)
+    training = _static_info(trainer_ref, cwd, training=True) if trainer_ref else None
+    return build_schema(info, training)
+
+
+def _static_info(ref_text: str, cwd: str | os.PathLike[str], training: bool) -> PredictorInfo:
+    ref = PredictorRef.parse(ref_text)
     path = os.path.join(os.fspath(cwd), ref.path)
     try:
         with open(path, encoding="utf-8") as f:
             source = f.read()
     except OSError as e:
         raise StaticSchemaError(f"cannot read {ref.path}: {e.strerror}") from None
-    return build_schema(static_predictor_info(source, ref.name))
+    return static_predictor_info(source, ref.name, training)

@@ -9,7 +9,7 @@ import os
 import sys
 import traceback
 
-from ..config import ConfigError, predictor_ref
+from ..config import ConfigError, predictor_ref, trainer_ref
 from ..introspect import IntrospectionError
 from ..predictor import PredictorLoadError
 from ..schema import openapi_schema
@@ -27,11 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     cwd = os.getcwd()
     try:
         if args.static:
-            schema = static_openapi_schema(predictor_ref(cwd), cwd)
+            schema = static_openapi_schema(predictor_ref(cwd), cwd, trainer_ref(cwd))
         else:
             # The predictor's import-time prints must not corrupt the JSON on stdout.
             with contextlib.redirect_stdout(sys.stderr):
-                schema = openapi_schema(predictor_ref(cwd), cwd)
+                schema = openapi_schema(predictor_ref(cwd), cwd, trainer_ref(cwd))
     except (ConfigError, PredictorLoadError, IntrospectionError, StaticSchemaError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

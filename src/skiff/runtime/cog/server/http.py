@@ -22,7 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from .. import __version__, logcapture
-from ..config import predictor_ref
+from ..config import predictor_ref, trainer_ref
 from ..executor import Executor, MainThreadExecutor
 from ..files import OutputFiles
 from ..prediction import Prediction, SetupResult, mask_secrets, new_prediction_id, now_iso
@@ -32,17 +32,25 @@ from ..validation import InputError, validate_inputs
 from .sse import EventStream
 from .webhook import EVENTS, WebhookSender
 
-_PREDICTION = re.compile(r"^/predictions/(?P<id>[^/]+)$")
-_CANCEL = re.compile(r"^/predictions/(?P<id>[^/]+)/cancel$")
+_PREDICTION = re.compile(r"^/(?P<kind>predictions|trainings)/(?P<id>[^/]+)$")
+_CANCEL = re.compile(r"^/(?:predictions|trainings)/(?P<id>[^/]+)/cancel$")
 
 
 class App:
     """Server state: the runner once loaded, and how setup went."""
 
     def __init__(
-        self, ref: str, cwd: str, *, max_concurrency: int = 1, upload_url: str | None = None
+        self,
+        ref: str,
+        cwd: str,
+        *,
+        max_concurrency: int = 1,
+        upload_url: str | None = None,
+        trainer_ref: str | None = None,
     ) -> None:
         self.ref = ref
+        self.trainer_ref = trainer_ref
+        self.trainer: Runner | None = None
         self.cwd = cwd
         self.max_concurrency = max_concurrency
         self.files = OutputFiles(upload_url)
@@ -67,7 +75,16 @@ class App:
                     files=self.files,
                     executor=self.executor,
                 )
-                self.schema = build_schema(runner.info)
+                trainer = None
+                if self.trainer_ref is not None:
+                    trainer = Runner.load(
+                        self.trainer_ref,
+                        self.cwd,
+                        training=True,
+                        files=self.files,
+                        share_with=runner,
+                    )
+                self.schema = build_schema(runner.info, trainer.info if trainer else None)
             except BaseException:
                 result.logs.append(traceback.format_exc())
                 result.status = "failed"
@@ -75,7 +92,10 @@ class App:
                 return
         runner.setup_result = result
         self.runner = runner
-        runner.setup()
+        if runner.setup() and trainer is not None:
+            trainer.setup_result = result  # one setup report, as Cog's health-check has
+            trainer.setup()
+            self.trainer = trainer
 
     def on_cancel_signal(self) -> None:
         if self.runner is not None:
@@ -169,7 +189,7 @@ class Handler(BaseHTTPRequestHandler):
     def _route_get(self) -> None:
         path = self._route_path()
         if path == "/":
-            self._send(HTTPStatus.OK, _index())
+            self._send(HTTPStatus.OK, _index(self.app.trainer_ref is not None))
         elif path == "/health-check":
             body: dict[str, Any] = {
                 "status": self.app.health(),
@@ -195,8 +215,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def _route_post(self) -> None:
         path = self._route_path()
-        if path == "/predictions":
-            self._predict(None)
+        if path in ("/predictions", "/trainings"):
+            self._predict(None, training=path == "/trainings")
         elif match := _CANCEL.match(path):
             self._cancel(urllib.parse.unquote(match.group("id")))
         elif path == "/shutdown":
@@ -211,7 +231,8 @@ class Handler(BaseHTTPRequestHandler):
     def _route_put(self) -> None:
         match = _PREDICTION.match(self._route_path())
         if match:
-            self._predict(urllib.parse.unquote(match.group("id")))
+            training = match.group("kind") == "trainings"
+            self._predict(urllib.parse.unquote(match.group("id")), training=training)
         else:
             self._not_found()
 
@@ -223,14 +244,18 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self._send(HTTPStatus.OK, {})
 
-    def _predict(self, path_id: str | None) -> None:
+    def _predict(self, path_id: str | None, training: bool = False) -> None:
+        if training and self.app.trainer_ref is None:
+            self._read_json()
+            self._not_found()  # Cog serves /trainings only for models with train:
+            return
         body, errors = self._read_json()
         if not errors and not isinstance(body, dict):
             errors = [InputError(("body",), "value is not a valid dict", "type_error.dict")]
         if errors:
             self._send(HTTPStatus.UNPROCESSABLE_ENTITY, {"detail": [e.to_json() for e in errors]})
             return
-        runner = self.app.runner
+        runner = self.app.trainer if training else self.app.runner
         if runner is None or runner.setup_result.status != "succeeded":
             self._send(
                 HTTPStatus.SERVICE_UNAVAILABLE,
@@ -331,8 +356,8 @@ def _request_errors(body: dict[str, Any], path_id: str | None) -> list[InputErro
     return errors
 
 
-def _index() -> dict[str, Any]:
-    return {
+def _index(training: bool) -> dict[str, Any]:
+    urls = {
         "cog_version": __version__,
         "docs_url": "/docs",
         "openapi_url": "/openapi.json",
@@ -342,6 +367,11 @@ def _index() -> dict[str, Any]:
         "predictions_idempotent_url": "/predictions/{prediction_id}",
         "predictions_cancel_url": "/predictions/{prediction_id}/cancel",
     }
+    if training:
+        urls["trainings_url"] = "/trainings"
+        urls["trainings_idempotent_url"] = "/trainings/{training_id}"
+        urls["trainings_cancel_url"] = "/trainings/{training_id}/cancel"
+    return urls
 
 
 def serve(app: App, host: str, port: int) -> ThreadingHTTPServer:
@@ -376,7 +406,13 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    app = App(ref, cwd, max_concurrency=args.max_concurrency, upload_url=args.upload_url)
+    app = App(
+        ref,
+        cwd,
+        max_concurrency=args.max_concurrency,
+        upload_url=args.upload_url,
+        trainer_ref=trainer_ref(cwd),
+    )
     server = serve(app, args.host, args.port)
     executor = app.executor
     if isinstance(executor, MainThreadExecutor):
