@@ -168,7 +168,7 @@ STEPS = [
     Step(
         'echo "$GREETING" > /greeting && rm /etc/issue.net && mkdir -p /opt/app'
         " && python3 -c 'print(42)' > /opt/app/answer && ln -s answer /opt/app/link"
-        " && test ! -e /host-marker && echo $$ > /opt/app/pid",
+        ' && test "$(stat -c %a /tmp)" = 1777 && echo $$ > /opt/app/pid',
     ),
     Step(
         'test "$(cat /run/secrets/token)" = \'' + SECRET_VALUE + "'"

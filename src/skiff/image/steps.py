@@ -243,7 +243,8 @@ def _binds(root: Path, step: Step, secrets: Mapping[str, Path]) -> list[_Bind]:
 
 def _bwrap_args(sandbox: Sandbox, root: Path, binds: Sequence[_Bind], command: str) -> list[str]:
     args = [sandbox.program, "--bind", str(root), "/", "--proc", "/proc", "--dev", "/dev"]
-    args += ["--tmpfs", "/tmp", "--unshare-pid", "--die-with-parent"]
+    # /tmp world-writable and sticky, as on any system: apt writes there as its _apt user.
+    args += ["--perms", "1777", "--tmpfs", "/tmp", "--unshare-pid", "--die-with-parent"]
     if os.geteuid() != 0:
         # apt and dpkg want to be root: a user namespace maps the user to root for the step.
         args += ["--unshare-user", "--uid", "0", "--gid", "0"]
@@ -269,7 +270,7 @@ def _chroot_args(sandbox: Sandbox, root: Path, binds: Sequence[_Bind], command: 
         f"{mkdir} -p {r}/proc {r}/dev {r}/tmp",
         f"{mount} -t proc proc {r}/proc",
         f"{mount} --rbind /dev {r}/dev",
-        f"{mount} -t tmpfs tmpfs {r}/tmp",
+        f"{mount} -t tmpfs -o mode=1777 tmpfs {r}/tmp",
     ]
     for bind in binds:
         target = q(str(root) + bind.target)
