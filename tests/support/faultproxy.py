@@ -11,7 +11,8 @@ request is matched against the armed faults; a fault fires a bounded number of t
 - ``respond(code, headers)``: answer ``code`` without asking the registry (502, 503, 429 with
   ``Retry-After``...); the request body is read and dropped, so the connection stays usable.
 
-Everything else is relayed byte for byte. ``log`` records what happened to each request.
+Everything else is relayed byte for byte, and a TLS handshake (skiff tries HTTPS first) is piped
+through untouched. ``log`` records what happened to each request.
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ class Logged:
     method: str
     target: str
     body_length: int | None
-    outcome: str  # the registry's status ("202"), or "reset", or "injected 503"
+    # The registry's status ("202"), "reset", "lost 202", "injected 503", "closed by the registry"
+    outcome: str
     at: float = field(default_factory=time.monotonic)
 
 
