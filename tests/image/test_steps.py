@@ -13,6 +13,7 @@ import pytest
 from skiff import config
 from skiff.digest import Digest
 from skiff.errors import BuildFailed, InvalidInput
+from skiff.image.builder import Builder, BuildOptions
 from skiff.image.layers import Layer, StatCache
 from skiff.image.layout import Layout
 from skiff.image.oci import Manifest
@@ -286,3 +287,25 @@ def test_no_sandbox_is_a_build_error_saying_what_to_install(
     fake.write_text("#!/bin/sh\n")
     fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
     assert Sandbox.find() == Sandbox("bwrap", str(fake))
+
+
+def test_build_without_a_sandbox_fails_before_any_work(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "cog.yaml").write_text(
+        "build:\n  system_packages: [jq]\npredict: predict.py:Predictor\n"
+    )
+    (model / "predict.py").write_text("class Predictor:\n    pass\n")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    gated: list[bool] = []
+    builder = Builder(
+        model,
+        BuildOptions(),
+        layout=Layout.open(tmp_path / "oci"),
+        before_write=lambda: gated.append(True),
+    )
+    with pytest.raises(BuildFailed, match="no sandbox"):
+        builder.build()
+    assert gated == []

@@ -33,7 +33,15 @@ from skiff.image.layout import Layout, default_layout
 from skiff.image.oci import LINUX_AMD64, Descriptor, ImageConfig, Manifest, Platform
 from skiff.image.pydeps import SITE_PACKAGES, python_deps_layer
 from skiff.image.sourcetree import plan_source_layers
-from skiff.image.steps import Step, StepResult, StepRunner, check_secrets, plan_steps, step_env
+from skiff.image.steps import (
+    Sandbox,
+    Step,
+    StepResult,
+    StepRunner,
+    check_secrets,
+    plan_steps,
+    step_env,
+)
 from skiff.runtime import runtime_dir
 
 RUNTIME_PATH = "/opt/skiff/python"
@@ -114,6 +122,8 @@ class Builder:
         warnings += [f"left out {s.path}: {s.reason}" for s in plan.skipped]
         steps = plan_steps(cfg.build)
         check_secrets(steps, self.options.secrets)
+        if steps:
+            Sandbox.find()  # no sandbox here: say so before preflight waits and the base is pulled
         chosen_base = self.options.base_image or os.environ.get("SKIFF_BASE_IMAGE")
         if cfg.build.gpu and not chosen_base:
             # Before any work: an impossible CUDA/Python combination is the user's to fix.
