@@ -128,3 +128,19 @@ def test_an_output_already_in_the_output_dir_is_not_copied(tmp_path: Path) -> No
     result = predict(tmp_path, "-o", str(tmp_path))
     assert json.loads(result.stdout)["output"] == str(tmp_path / "result.txt"), result.stderr
     assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".txt") == ["result.txt"]
+
+
+def test_train_flag_runs_the_trainer(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [*python_stdlib_only(), "-m", "cog.command.predict", "--train", "-i", "steps=2",
+         "-o", str(tmp_path)],
+        cwd=FIXTURES / "trainer", env=runtime_env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert Path(json.loads(result.stdout)["output"]["weights"]).read_text() == "ww"
+    no_trainer = subprocess.run(
+        [*python_stdlib_only(), "-m", "cog.command.predict", "--train"],
+        cwd=FIXTURES / "echo", env=runtime_env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert no_trainer.returncode == 2
+    assert "this model has no trainer" in no_trainer.stderr

@@ -15,7 +15,7 @@ import sys
 from typing import Any, TextIO
 
 from .. import logcapture
-from ..config import ConfigError, predictor_ref
+from ..config import ConfigError, predictor_ref, trainer_ref
 from ..executor import MainThreadExecutor
 from ..files import OutputFiles, discard_if_temporary
 from ..introspect import InputSpec, Primitive
@@ -109,15 +109,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-i", "--input", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("-o", "--output-dir", default=".", help="where file outputs are written")
     parser.add_argument("--predictor", default=None, help="file.py:Name (default: cog.yaml)")
+    parser.add_argument(
+        "--train", action="store_true", help="run the trainer (train: in cog.yaml) instead"
+    )
     args = parser.parse_args(argv)
 
     out = sys.stdout
     logcapture.install(stdout=sys.stderr, stderr=sys.stderr)
     cwd = os.getcwd()
     try:
-        ref = args.predictor or predictor_ref(cwd)
+        if args.train:
+            ref = args.predictor or trainer_ref(cwd)
+            if ref is None:
+                raise ConfigError("this model has no trainer: add 'train:' to cog.yaml")
+        else:
+            ref = args.predictor or predictor_ref(cwd)
         executor = MainThreadExecutor(on_signal=lambda: None)
-        runner = Runner.load(ref, cwd, files=LocalOutputFiles(args.output_dir), executor=executor)
+        runner = Runner.load(
+            ref,
+            cwd,
+            training=args.train,
+            files=LocalOutputFiles(args.output_dir),
+            executor=executor,
+        )
         raw = parse_cli_inputs(runner.info.inputs, args.input)
     except (ConfigError, PredictorLoadError, UsageError) as e:
         print(f"error: {e}", file=sys.stderr)
