@@ -101,8 +101,9 @@ def test_two_copies_with_different_mtimes_build_the_same_image(
     two = copy_model(tmp_path / "two")
     for path in [two, *two.rglob("*")]:
         os.utime(path, (1_000_000_000, 1_000_000_000))  # 2001, unlike the fresh copy
-    first = build(one, Layout.open(tmp_path / "cache-one"))
-    second = build(two, Layout.open(tmp_path / "cache-two"))
+    # Separate caches (the stat cache sits beside the layout): nothing is shared.
+    first = build(one, Layout.open(tmp_path / "cache-one" / "layout"))
+    second = build(two, Layout.open(tmp_path / "cache-two" / "layout"))
     assert first.manifest_descriptor.digest == second.manifest_descriptor.digest
     assert [layer.descriptor for layer in first.layers] == [
         layer.descriptor for layer in second.layers
