@@ -45,10 +45,13 @@ def runtime_env(
 
 
 def predict_argv(
-    inputs: Sequence[str], output_dir: Path, python: str = sys.executable
+    inputs: Sequence[str], output_dir: Path, python: str = sys.executable, train: bool = False
 ) -> list[str]:
-    """Command line of the local runner; run it with ``cwd=model_dir`` and ``runtime_env``."""
+    """Command line of the local runner (``train``: the model's trainer instead); run it
+    with ``cwd=model_dir`` and ``runtime_env``."""
     argv = [python, "-m", "cog.command.predict", "--output-dir", str(output_dir)]
+    if train:
+        argv.append("--train")
     for item in inputs:
         argv += ["-i", item]
     return argv

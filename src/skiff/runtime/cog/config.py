@@ -1,4 +1,5 @@
-"""Which predictor to serve: ``$COG_PREDICTOR``, else the ``predict:`` line of cog.yaml."""
+"""Which predictor (and trainer) to serve: ``$COG_PREDICTOR``/``$COG_TRAINER``, else the
+``predict:``/``train:`` lines of cog.yaml."""
 
 from __future__ import annotations
 
