@@ -42,9 +42,9 @@ def base_image(plain_registry: RegistryServer, monkeypatch: pytest.MonkeyPatch) 
     return ref
 
 
-def copy_model(parent: Path) -> Path:
-    """A private copy of examples/hello, always named ``hello`` (the name is in a label)."""
-    model = parent / "hello"
+def copy_model(parent: Path, name: str = "hello") -> Path:
+    """A private copy of examples/hello."""
+    model = parent / name
     shutil.copytree(EXAMPLE, model)
     return model
 
@@ -94,11 +94,11 @@ def image_config(layout: Layout, image: BuiltImage) -> dict[str, object]:
 # -- reproducible, separate layers -------------------------------------------------------------
 
 
-def test_two_copies_with_different_mtimes_build_the_same_image(
+def test_two_copies_with_other_names_and_mtimes_build_the_same_image(
     tmp_path: Path, base_image: str
 ) -> None:
     one = copy_model(tmp_path / "one")
-    two = copy_model(tmp_path / "two")
+    two = copy_model(tmp_path / "two", "checkout-elsewhere")
     for path in [two, *two.rglob("*")]:
         os.utime(path, (1_000_000_000, 1_000_000_000))  # 2001, unlike the fresh copy
     # Separate caches (the stat cache sits beside the layout): nothing is shared.

@@ -243,10 +243,11 @@ class Builder:
         if cfg.predict:
             env["COG_PREDICTOR"] = cfg.predict
         env.update(cfg.environment_vars)
+        # Nothing from the host (not even the folder's name): a checkout anywhere gives the
+        # same image digest.
         labels = {
             "run.cog.config": json.dumps(_raw_yaml(cfg.root), sort_keys=True),
             "run.cog.version": __version__,
-            "org.opencontainers.image.title": cfg.root.resolve().name,
         }
         schema = _openapi_schema(cfg.root)
         if schema is not None:
