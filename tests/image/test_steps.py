@@ -23,6 +23,9 @@ from skiff.image.steps import (
     Step,
     StepResult,
     StepRunner,
+    _binds,
+    _placeholders,
+    _remove_placeholders,
     diff,
     layer_entries,
     parse_secret,
@@ -309,3 +312,24 @@ def test_build_without_a_sandbox_fails_before_any_work(
     with pytest.raises(BuildFailed, match="no sandbox"):
         builder.build()
     assert gated == []
+
+
+def test_mount_points_are_resolved_inside_the_root(tmp_path: Path) -> None:
+    """A hostile image's /run -> /host/dir symlink must not make skiff touch the host."""
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "etc").mkdir(parents=True)
+    outside.mkdir()
+    os.symlink(str(outside), root / "run")
+    secret = tmp_path / "s"
+    secret.write_text("x")
+    step = Step("true", mounts=(SecretMount("s", "/run/secrets/s"),))
+    binds = _binds(root, step, {"s": secret})
+    made = _placeholders(root, binds)
+    inside = root / str(outside).lstrip("/")
+    # /etc/resolv.conf (missing), then every directory down to the secret, all in the root.
+    assert made[0] == root / "etc/resolv.conf"
+    assert made[-3:] == [inside, inside / "secrets", inside / "secrets/s"]
+    assert all(root in p.parents for p in made)
+    (outside / "secrets").mkdir()  # exists on the host: still never removed
+    _remove_placeholders(made)
+    assert (outside / "secrets").is_dir()

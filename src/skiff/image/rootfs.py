@@ -107,43 +107,7 @@ class _Applier:
         return "/".join(parts)
 
     def resolve_dir(self, rel: str, *, create: bool) -> Path:
-        """The real directory for ``rel`` (relative to the root), following symlinks inside it."""
-        current = self.root
-        todo = [p for p in rel.split("/") if p]
-        hops = 0
-        while todo:
-            part = todo.pop(0)
-            if part == "..":
-                current = current.parent if current != self.root else current
-                continue
-            candidate = current / part
-            try:
-                st = os.lstat(candidate)
-            except FileNotFoundError:
-                if not create:
-                    raise
-                os.mkdir(candidate, 0o755)
-                current = candidate
-                continue
-            if stat.S_ISLNK(st.st_mode):
-                hops += 1
-                if hops > _MAX_SYMLINKS:
-                    raise BuildFailed(f"too many levels of symbolic links in /{rel}")
-                target = os.readlink(candidate)
-                if target.startswith("/"):
-                    current = self.root
-                todo = [p for p in target.split("/") if p not in ("", ".")] + todo
-                continue
-            if not stat.S_ISDIR(st.st_mode):
-                if not create:
-                    raise NotADirectoryError(str(candidate))
-                # A file where the layer needs a directory: the layer wins, as in Docker.
-                os.unlink(candidate)
-                os.mkdir(candidate, 0o755)
-            current = candidate
-        if not (current == self.root or self.root in current.parents):
-            raise BuildFailed(f"/{rel} resolves outside the root")  # a tripwire: unreachable
-        return current
+        return resolve_dir(self.root, rel, create=create)
 
     def target(self, rel: str) -> Path:
         parent, name = posixpath.split(rel)
@@ -251,6 +215,71 @@ class _Applier:
             self.finish_entry(path, member)
 
 
+def resolve_dir(root: Path, rel: str, *, create: bool = False) -> Path:
+    """The real directory for ``rel`` in the image whose root is ``root`` (a real path).
+
+    Symlinks on the way are followed as if ``root`` were ``/``, so the result is always inside
+    it. ``create`` makes missing directories (and replaces files in the way); without it a
+    missing or non-directory component raises FileNotFoundError or NotADirectoryError.
+    """
+    current, missing = _walk(root, rel, create=create)
+    if missing:
+        raise FileNotFoundError(str(current / missing[0]))
+    return current
+
+
+def existing_prefix(root: Path, rel: str) -> tuple[Path, list[str]]:
+    """How much of ``rel`` exists: the real path of the deepest existing part (resolved inside
+    ``root``; the last component of ``rel`` is not followed) and the components missing below
+    it, with symlinks on the way already expanded."""
+    parent, name = posixpath.split(rel.strip("/"))
+    current, missing = _walk(root, parent, create=False)
+    if missing:
+        return current, [*missing, name]
+    if not name or os.path.lexists(current / name):
+        return current / name, []
+    return current, [name]
+
+
+def _walk(root: Path, rel: str, *, create: bool) -> tuple[Path, list[str]]:
+    current = root
+    todo = [p for p in rel.split("/") if p]
+    hops = 0
+    while todo:
+        part = todo.pop(0)
+        if part in (".", ".."):
+            current = current.parent if part == ".." and current != root else current
+            continue
+        candidate = current / part
+        try:
+            st = os.lstat(candidate)
+        except FileNotFoundError:
+            if not create:
+                return current, [part, *todo]
+            os.mkdir(candidate, 0o755)
+            current = candidate
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            hops += 1
+            if hops > _MAX_SYMLINKS:
+                raise BuildFailed(f"too many levels of symbolic links in /{rel}")
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                current = root
+            todo = [p for p in target.split("/") if p not in ("", ".")] + todo
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            if not create:
+                raise NotADirectoryError(str(candidate))
+            # A file where the layer needs a directory: the layer wins, as in Docker.
+            os.unlink(candidate)
+            os.mkdir(candidate, 0o755)
+        current = candidate
+    if not (current == root or root in current.parents):
+        raise BuildFailed(f"/{rel} resolves outside the root")  # a tripwire: unreachable
+    return current, []
+
+
 def _remove(path: Path) -> None:
     """Removes whatever is at ``path`` (never following a symlink)."""
     try:
@@ -273,4 +302,12 @@ def _make_writable(top: Path) -> None:
         dirnames[:] = [d for d in dirnames if not os.path.islink(os.path.join(dirpath, d))]
 
 
-__all__ = ["OPAQUE_MARKER", "WHITEOUT_PREFIX", "UnpackReport", "apply_layer", "unpack_layers"]
+__all__ = [
+    "OPAQUE_MARKER",
+    "WHITEOUT_PREFIX",
+    "UnpackReport",
+    "apply_layer",
+    "existing_prefix",
+    "resolve_dir",
+    "unpack_layers",
+]

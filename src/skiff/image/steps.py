@@ -45,7 +45,13 @@ from skiff.errors import BuildFailed, InvalidInput
 from skiff.image.layers import Entry, Layer, StatCache, build_layer
 from skiff.image.layout import Layout
 from skiff.image.oci import Descriptor, canonical_json
-from skiff.image.rootfs import WHITEOUT_PREFIX, apply_layer, unpack_layers
+from skiff.image.rootfs import (
+    WHITEOUT_PREFIX,
+    apply_layer,
+    existing_prefix,
+    resolve_dir,
+    unpack_layers,
+)
 
 _KEY_VERSION = 1
 # Mount points the sandbox provides: whatever happens under them is not the step's output.
@@ -200,24 +206,24 @@ class _Bind:
     tmpfs_parent: str | None  # a fresh tmpfs to hold the mount point, when its parent is new
 
 
-def _placeholders(root: Path, binds: Sequence[_Bind]) -> list[str]:
-    """Paths (relative) the sandbox may create in the root as mount points; removed after."""
-    out: list[str] = []
+def _placeholders(root: Path, binds: Sequence[_Bind]) -> list[Path]:
+    """Real paths the sandbox will create in the root as mount points; removed after the step.
+
+    Resolved inside the root: a hostile image's symlinks (``/run -> /home``) never make skiff
+    look at, or remove, a path of the host.
+    """
+    out: list[Path] = []
     for bind in binds:
-        rel = bind.target.lstrip("/")
-        parent = posixpath.dirname(rel)
-        while parent and not os.path.lexists(root / parent):
-            out.append(parent)
-            parent = posixpath.dirname(parent)
-        if not os.path.lexists(root / rel):
-            out.append(rel)
+        current, missing = existing_prefix(root, bind.target)
+        for part in missing:
+            current = current / part
+            out.append(current)
     return out
 
 
-def _remove_placeholders(root: Path, paths: Sequence[str]) -> None:
+def _remove_placeholders(paths: Sequence[Path]) -> None:
     # Deepest first; only empty files and directories: anything else is the step's own output.
-    for rel in sorted(set(paths), key=lambda p: p.count("/"), reverse=True):
-        path = root / rel
+    for path in sorted(set(paths), key=lambda p: len(p.parts), reverse=True):
         with contextlib.suppress(OSError):
             st = os.lstat(path)
             if stat.S_ISDIR(st.st_mode):
@@ -228,15 +234,19 @@ def _remove_placeholders(root: Path, paths: Sequence[str]) -> None:
 
 def _binds(root: Path, step: Step, secrets: Mapping[str, Path]) -> list[_Bind]:
     binds: list[_Bind] = []
-    resolv = root / "etc" / "resolv.conf"
+    resolv, missing = existing_prefix(root, "/etc/resolv.conf")
     # apt needs DNS: the host's settings, read-only, unless the image's file is a symlink (bwrap
     # would follow it) or there is no /etc.
-    if Path("/etc/resolv.conf").exists() and (root / "etc").is_dir() and not resolv.is_symlink():
+    if Path("/etc/resolv.conf").exists() and len(missing) <= 1 and not resolv.is_symlink():
         binds.append(_Bind(Path("/etc/resolv.conf"), "/etc/resolv.conf", None))
     for mount in step.mounts:
         target = posixpath.normpath(mount.target)
         parent = posixpath.dirname(target)
-        fresh = not (root / parent.lstrip("/")).is_dir()
+        try:
+            resolve_dir(root, parent)
+            fresh = False
+        except (FileNotFoundError, NotADirectoryError):
+            fresh = True
         binds.append(_Bind(secrets[mount.id], target, parent if fresh else None))
     return binds
 
@@ -524,7 +534,7 @@ class StepRunner:
         except OSError as exc:
             raise BuildFailed(f"cannot start the sandbox {sandbox.program}: {exc}") from None
         finally:
-            _remove_placeholders(root, placeholders)
+            _remove_placeholders(placeholders)
         if done.returncode != 0:
             raise BuildFailed(
                 f"the build step failed (exit {done.returncode}): {step.title}",
