@@ -7,14 +7,12 @@ installed here.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from skiff import config as cogconfig
-from skiff.runtime import runtime_dir
+from skiff import runtime
 
 STARTER_COG_YAML = """\
 # Configuration for skiff (and Cog): https://cog.run/yaml
@@ -42,36 +40,21 @@ class Predictor(BasePredictor):
 '''
 
 
-def _environment(folder: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    paths = [str(runtime_dir()), str(folder.resolve())]
-    if env.get("PYTHONPATH"):
-        paths.append(env["PYTHONPATH"])
-    env["PYTHONPATH"] = os.pathsep.join(paths)
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    return env
-
-
 def predict(folder: Path, inputs: Sequence[str], output_dir: Path) -> int:
     """One prediction, printed as Cog's JSON response; returns the runner's exit status."""
     cfg = cogconfig.load(folder)
     cogconfig.check_local(cfg)
-    args = [sys.executable, "-m", "cog.command.predict", "--output-dir", str(output_dir.resolve())]
-    for item in inputs:
-        args += ["-i", item]
-    return subprocess.call(args, cwd=folder, env=_environment(folder))
+    argv = runtime.predict_argv(inputs, output_dir.resolve())
+    return subprocess.call(argv, cwd=folder, env=runtime.runtime_env(folder.resolve(), cfg.predict))
 
 
 def serve(folder: Path, port: int, host: str = "127.0.0.1") -> int:
     """Cog's HTTP API on ``host:port`` until interrupted."""
     cfg = cogconfig.load(folder)
     cogconfig.check_local(cfg)
-    env = _environment(folder)
+    env = runtime.runtime_env(folder.resolve(), cfg.predict)
     env["PORT"] = str(port)
-    if cfg.predict:
-        env["COG_PREDICTOR"] = cfg.predict
-    args = [sys.executable, "-m", "cog.server.http", "--host", host, "--port", str(port)]
-    return subprocess.call(args, cwd=folder, env=env)
+    return subprocess.call(runtime.serve_argv(port, host), cwd=folder, env=env)
 
 
 def init(folder: Path) -> list[Path]:

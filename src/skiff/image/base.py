@@ -80,7 +80,8 @@ def pull_base(
     except RegistryError as exc:
         raise BuildFailed(
             f"cannot pull the base image {ref}: {exc.message}",
-            exc.hint or "choose a base image you can reach with --base-image or SKIFF_BASE_IMAGE",
+            (f"{exc.hint}; or " if exc.hint else "")
+            + "choose a base image you can reach with --base-image or SKIFF_BASE_IMAGE",
         ) from None
 
 

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -25,7 +23,7 @@ import yaml
 
 from skiff import __version__
 from skiff import config as cogconfig
-from skiff.errors import BuildFailed
+from skiff.errors import BuildFailed, SkiffError
 from skiff.image.base import BaseImage, default_base, pull_base
 from skiff.image.gpu import gpu_base
 from skiff.image.layers import Entry, Layer, StatCache, build_layer
@@ -42,7 +40,7 @@ from skiff.image.steps import (
     plan_steps,
     step_env,
 )
-from skiff.runtime import runtime_dir
+from skiff.runtime import runtime_dir, schema_for_build
 
 RUNTIME_PATH = "/opt/skiff/python"
 CODE_ROOT = "/src"
@@ -249,7 +247,7 @@ class Builder:
             "run.cog.config": json.dumps(_raw_yaml(cfg.root), sort_keys=True),
             "run.cog.version": __version__,
         }
-        schema = _openapi_schema(cfg.root)
+        schema = _openapi_schema(cfg.root, cfg.predict)
         if schema is not None:
             labels["run.cog.openapi_schema"] = schema
         return (
@@ -281,33 +279,16 @@ def _raw_yaml(folder: Path) -> Any:
         return {}
 
 
-def _openapi_schema(folder: Path) -> str | None:
-    """Cog's schema label, computed by importing the predictor with skiff's runtime.
-
-    Needs the predictor's imports to be importable here; when they are not (heavy ML
-    dependencies built for another platform), the label is left out and the server computes
-    the schema at start-up instead.
+def _openapi_schema(folder: Path, predictor: str | None) -> str | None:
+    """Cog's schema label: read from the predictor's source where possible (no dependencies
+    needed), else by importing it here. When neither works (imports of heavy dependencies built
+    for another platform), the label is left out and the server computes the schema at start-up.
     """
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(runtime_dir()), str(folder)])
     try:
-        result = subprocess.run(
-            [sys.executable, "-m", "cog.command.openapi_schema"],
-            cwd=folder,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
+        schema = schema_for_build(folder, predictor)
+    except SkiffError:
         return None
-    if result.returncode != 0:
-        return None
-    try:
-        return json.dumps(json.loads(result.stdout), sort_keys=True, separators=(",", ":"))
-    except ValueError:
-        return None
+    return json.dumps(schema, sort_keys=True, separators=(",", ":"))
 
 
 __all__ = ["BuildFailed", "BuildOptions", "Builder", "BuiltImage", "BuiltLayer"]
