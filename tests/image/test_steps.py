@@ -6,6 +6,7 @@ import os
 import shutil
 import stat
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -253,6 +254,9 @@ def test_cached_steps_below_are_applied_then_a_failure_reports_output_without_th
             mounts=(SecretMount("token", "/run/secrets/token"),),
         ),
     ]
+    for name, age in (("rootfs-killed", 2 * 86400), ("rootfs-running", 60)):
+        (tmp_path / "work" / name / "root").mkdir(parents=True)
+        os.utime(tmp_path / "work" / name, (time.time() - age, time.time() - age))
     done: list[StepResult] = []
     with pytest.raises(BuildFailed, match=r"exit 3") as caught:
         runner(debian, tmp_path, cache=step_cache, sandbox=sandbox).run(steps, done.append)
@@ -266,6 +270,8 @@ def test_cached_steps_below_are_applied_then_a_failure_reports_output_without_th
     assert "working" in hint and "***" in hint
     assert SECRET_VALUE not in hint + caught.value.message
     assert str(tmp_path) not in Path("/proc/self/mounts").read_text()  # nothing left mounted
+    # A day-old root filesystem (a killed build) was cleared; another build's was not.
+    assert sorted(p.name for p in (tmp_path / "work").iterdir()) == ["rootfs-running"]
 
 
 def test_missing_secret_is_refused_before_running(

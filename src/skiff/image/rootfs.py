@@ -135,11 +135,11 @@ class _Applier:
             if not path.is_symlink() and path.is_dir():
                 pass  # merge into the existing directory
             else:
-                _remove(path)
+                remove_path(path)
                 os.mkdir(path, 0o700)
             self.dir_modes.append((path, member))
             return
-        _remove(path)
+        remove_path(path)
         if member.isreg():
             source = tar.extractfile(member)
             assert source is not None
@@ -192,7 +192,7 @@ class _Applier:
             path = self.resolve_dir(parent, create=False) / name
         except (FileNotFoundError, NotADirectoryError):
             return  # nothing below to hide
-        _remove(path)
+        remove_path(path)
 
     def opaque(self, rel: str) -> None:
         """Empties ``rel`` of what lower layers put there; this layer's own entries stay."""
@@ -207,7 +207,7 @@ class _Applier:
             child_rel = prefix + child
             if child_rel in keep or any(k.startswith(child_rel + "/") for k in keep):
                 continue
-            _remove(directory / child)
+            remove_path(directory / child)
 
     def finish(self) -> None:
         # Directory modes and times last: a read-only directory must still take its children.
@@ -280,8 +280,8 @@ def _walk(root: Path, rel: str, *, create: bool) -> tuple[Path, list[str]]:
     return current, []
 
 
-def _remove(path: Path) -> None:
-    """Removes whatever is at ``path`` (never following a symlink)."""
+def remove_path(path: Path) -> None:
+    """Removes whatever is at ``path`` (never following a symlink), read-only directories too."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -308,6 +308,7 @@ __all__ = [
     "UnpackReport",
     "apply_layer",
     "existing_prefix",
+    "remove_path",
     "resolve_dir",
     "unpack_layers",
 ]

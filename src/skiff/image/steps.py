@@ -35,6 +35,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,7 @@ from skiff.image.rootfs import (
     WHITEOUT_PREFIX,
     apply_layer,
     existing_prefix,
+    remove_path,
     resolve_dir,
     unpack_layers,
 )
@@ -58,6 +60,7 @@ _KEY_VERSION = 1
 EXCLUDED_TOP = frozenset({"proc", "sys", "dev", "tmp"})
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _OUTPUT_TAIL = 30
+_STALE_AFTER_S = 24 * 3600
 _SECRET_ID = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 StepRole = Literal["system", "run"]
@@ -232,8 +235,19 @@ def _remove_placeholders(paths: Sequence[Path]) -> None:
                 os.unlink(path)
 
 
-def _binds(root: Path, step: Step, secrets: Mapping[str, Path]) -> list[_Bind]:
+_APT_ROOTLESS = b'APT::Sandbox::User "root";\n'
+_APT_CONF_DIR = "/etc/apt/apt.conf.d"
+
+
+def _binds(
+    root: Path, step: Step, secrets: Mapping[str, Path], apt_rootless: Path | None = None
+) -> list[_Bind]:
     binds: list[_Bind] = []
+    conf_dir, missing = existing_prefix(root, _APT_CONF_DIR)
+    if apt_rootless is not None and not missing and conf_dir.is_dir():
+        # Without root, the sandbox maps one user only: apt cannot switch to its _apt user to
+        # download, so it is told not to (the sandbox already isolates it). Mounted, not written.
+        binds.append(_Bind(apt_rootless, f"{_APT_CONF_DIR}/00-skiff-rootless", None))
     resolv, missing = existing_prefix(root, "/etc/resolv.conf")
     # apt needs DNS: the host's settings, read-only, unless the image's file is a symlink (bwrap
     # would follow it) or there is no /etc.
@@ -503,21 +517,32 @@ class StepRunner:
                 on_result(result)
         finally:
             if root is not None:
-                shutil.rmtree(root.parent, ignore_errors=True)
+                with contextlib.suppress(OSError):
+                    remove_path(root.parent)
         return results
 
     def _unpack(self, done: Sequence[Descriptor]) -> Path:
         self.work_dir.mkdir(parents=True, exist_ok=True)
+        # A build killed mid-step leaves its root filesystem behind: clear day-old ones.
+        for stale in self.work_dir.glob("rootfs-*"):
+            with contextlib.suppress(OSError):
+                if time.time() - stale.stat().st_mtime > _STALE_AFTER_S:
+                    remove_path(stale)
         root = Path(tempfile.mkdtemp(prefix="rootfs-", dir=self.work_dir)) / "root"
         try:
             unpack_layers(self.layout, [*self.base_layers, *done], root)
         except BaseException:
-            shutil.rmtree(root.parent, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                remove_path(root.parent)
             raise
         return root
 
     def _execute(self, sandbox: Sandbox, root: Path, step: Step) -> Layer:
-        binds = _binds(root, step, self.secrets)
+        apt_rootless = None
+        if os.geteuid() != 0:
+            apt_rootless = root.parent / "apt-rootless.conf"
+            apt_rootless.write_bytes(_APT_ROOTLESS)
+        binds = _binds(root, step, self.secrets, apt_rootless)
         placeholders = _placeholders(root, binds)
         before = snapshot(root)
         make_args = _bwrap_args if sandbox.kind == "bwrap" else _chroot_args
