@@ -27,7 +27,14 @@ from skiff.preflight import CheckResult, Report, Severity, run_preflight
 from skiff.registry.client import RegistryClient
 from skiff.registry.errors import RegistryError
 from skiff.registry.transport import TransportOptions
-from skiff.registry.upload import BlobResult, BlobSource, Outcome, push_blob
+from skiff.registry.upload import (
+    BlobResult,
+    BlobSource,
+    Cancellation,
+    CorruptBlob,
+    Outcome,
+    push_blob,
+)
 
 CACHED_HINT = "the build is cached: run the same push again and only what is missing is uploaded"
 
@@ -132,44 +139,60 @@ def push(
     events: PushEvents | None = None,
     layout: Layout | None = None,
 ) -> PushResult:
-    """Check, build and upload the model in ``folder`` to ``text``."""
+    """Check, build and upload the model in ``folder`` to ``text``.
+
+    Ctrl-C (KeyboardInterrupt) stops the uploads between requests and cancels the upload
+    sessions they hold before it propagates.
+    """
     options = options or PushOptions()
     events = events or QuietEvents()
     started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="skiff-preflight") as pre_pool:
-        preflight = pre_pool.submit(run_preflight, text, model_dir=folder, on_result=events.check)
-        uploader: _Uploader | None = None
+    cache = layout or default_layout()
+    uploader: _Uploader | None = None
+    pre_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="skiff-preflight")
+    preflight = pre_pool.submit(run_preflight, text, model_dir=folder, on_result=events.check)
 
-        def wait_for_preflight() -> None:
-            nonlocal uploader
-            report = preflight.result()
-            _raise_if_failed(report)
-            assert report.reference is not None
-            uploader = _Uploader(refs.parse(report.reference), options, events)
+    def wait_for_preflight() -> None:
+        nonlocal uploader
+        report = preflight.result()
+        _raise_if_failed(report)
+        assert report.reference is not None
+        ref = refs.parse(report.reference)
+        if ref.digest is not None:
+            raise InvalidInput(
+                f"cannot push to a digest ({ref}): a digest names an image that already exists",
+                f"push to a tag instead, e.g. {ref.repository}:latest",
+            )
+        uploader = _Uploader(ref, options, events)
 
-        def on_layer(layer: BuiltLayer) -> None:
-            assert uploader is not None
-            if layer.role == "base" and builder.base is not None:
-                uploader.mount_base(builder.base)
-            uploader.submit(layer, layout_ref[0])
+    def on_layer(layer: BuiltLayer) -> None:
+        assert uploader is not None
+        if layer.role == "base" and builder.base is not None:
+            uploader.mount_base(builder.base)
+        uploader.submit(layer, cache)
 
-        layout_ref = [layout or default_layout()]
-        builder = Builder(
-            folder, options.build, layout=layout_ref[0], before_write=wait_for_preflight,
-            on_layer=on_layer, on_status=events.status,
-        )
+    builder = Builder(
+        folder, options.build, layout=cache, before_write=wait_for_preflight,
+        on_layer=on_layer, on_status=events.status,
+    )
+    try:
         try:
             image = builder.build()
         except SkiffError:
             # A rejected destination explains a failed build better than the build's own error.
             _raise_if_failed(preflight.result())
-            if uploader is not None:
-                uploader.abandon()
             raise
         report = preflight.result()
-    assert uploader is not None
-    with uploader:
-        return uploader.finish(image, layout_ref[0], report, started)
+        assert uploader is not None
+        return uploader.finish(image, cache, report, started)
+    except BaseException:
+        if uploader is not None:
+            uploader.abandon()
+        raise
+    finally:
+        pre_pool.shutdown(wait=False, cancel_futures=True)
+        if uploader is not None:
+            uploader.close()
 
 
 def _raise_if_failed(report: Report) -> None:
@@ -202,17 +225,16 @@ class _Uploader:
         self.futures: dict[Digest, tuple[Future[BlobResult], str]] = {}
         self.lock = threading.Lock()
         self.mount_from: tuple[str, ...] = ()
+        self.cancellation = Cancellation()
 
-    def __enter__(self) -> _Uploader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
+    def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
         self.client.close()
 
     def abandon(self) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
-        self.client.close()
+        """Stop at once: no new request, open upload sessions cancelled (bounded in time)."""
+        self.cancellation.cancel(timeout=0.5)
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
     def mount_base(self, base: BaseImage) -> None:
         """Base layers already in the destination registry are mounted, not uploaded."""
@@ -241,7 +263,7 @@ class _Uploader:
         mount = self.mount_from if role == "base" else ()
         result = push_blob(
             self.client, blob, mount_from=mount, chunk_size=self.options.chunk_size,
-            on_progress=progress,
+            on_progress=progress, cancellation=self.cancellation,
         )
         self.events.blob_finished(result, role)
         return result
@@ -256,11 +278,15 @@ class _Uploader:
                      layout)
         results: list[LayerReport] = []
         errors: list[str] = []
+        hint = CACHED_HINT
         for digest, (future, role) in list(self.futures.items()):
             try:
                 blob = future.result()
-            except RegistryError as exc:
+            except CorruptBlob as exc:
+                # Never pushed, and removed so that the next build makes it again.
+                layout.path(exc.digest).unlink(missing_ok=True)
                 errors.append(exc.message)
+                hint = exc.hint or CACHED_HINT
                 continue
             except SkiffError as exc:
                 errors.append(exc.message)
@@ -270,7 +296,7 @@ class _Uploader:
             raise UploadFailed(
                 f"upload to {self.ref.repository} failed: {errors[0]}"
                 + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""),
-                CACHED_HINT,
+                hint,
             )
         self.events.status("writing the manifest")
         manifest_bytes = layout.read_bytes(image.manifest_descriptor.digest)

@@ -217,12 +217,15 @@ class RegistryClient:
             except httpx.ConnectError as exc:
                 if not _speaks_plain_http(exc):
                     raise translate(exc, self.host, self.options) from None
-                self._base = f"http://{self.host}"
-                return self._raw_ping()
             except httpx.HTTPError as exc:
                 raise translate(exc, self.host, self.options) from None
-            self._base = https
-            return response
+            else:
+                self._base = https
+                return response
+            # The server speaks plain HTTP. Asked here, outside the except block, so that a
+            # failure over HTTP is not chained to (and reported as) the TLS attempt's error.
+            self._base = f"http://{self.host}"
+            return self._raw_ping()
         self._base = https
         return self._raw_ping()
 
@@ -332,14 +335,18 @@ class RegistryClient:
             )
         return UploadSession(self.absolute(location))
 
-    def cancel_upload(self, session: UploadSession, scopes: Sequence[str] = ()) -> bool:
+    def cancel_upload(
+        self, session: UploadSession, scopes: Sequence[str] = (), timeout: float | None = None
+    ) -> bool:
         """Best effort: registries may refuse (GHCR: 405) and sessions expire anyway.
 
-        ``scopes`` may add e.g. the ``delete`` action that the reference registry wants.
+        ``scopes`` may add e.g. the ``delete`` action that the reference registry wants;
+        ``timeout`` bounds it when the push is being interrupted.
         """
+        extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
         try:
             response = self.send(
-                "DELETE", session.location, what="cancelling an upload", scopes=scopes
+                "DELETE", session.location, what="cancelling an upload", scopes=scopes, **extra
             )
         except RegistryError:
             return False

@@ -27,6 +27,7 @@ DEFAULT_CERTS_DIR = Path("/etc/docker/certs.d")
 # What OpenSSL says when the server answered a TLS handshake in plain HTTP.
 _PLAIN_HTTP_REASONS = frozenset({"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "HTTP_REQUEST"})
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+_IDEMPOTENT = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,10 @@ class RetryTransport(httpx.BaseTransport):
                 response = self.inner.handle_request(request)
             except (httpx.ConnectError, httpx.ReadError, httpx.WriteError,
                     httpx.RemoteProtocolError) as exc:
-                if last or _is_permanent(exc):
+                # A request that broke off after it was sent may have been half applied: an
+                # upload chunk cannot simply be sent again (the upload logic resumes it).
+                unsent = isinstance(exc, httpx.ConnectError)
+                if last or _is_permanent(exc) or not (unsent or request.method in _IDEMPOTENT):
                     raise
                 time.sleep(delay)
                 delay *= 2

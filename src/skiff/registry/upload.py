@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -57,6 +58,68 @@ class BlobResult:
 Progress = Callable[[int], None]
 
 
+class UploadCancelled(RegistryError):
+    """The push was interrupted (Ctrl-C); the sessions it had open were cancelled."""
+
+
+class CorruptBlob(ProtocolError):
+    """A cached blob no longer matches its digest: it must be rebuilt, never pushed."""
+
+    def __init__(self, digest: Digest) -> None:
+        super().__init__(
+            f"cached blob {digest} does not match its digest (the build cache is corrupted)",
+            "it was removed from the cache: run the push again to rebuild it",
+        )
+        self.digest = digest
+
+
+class Cancellation:
+    """Shared by the uploads of one push: a flag to stop them between requests, and the
+    upload sessions they hold open, so that an interrupted push can close them."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._open: dict[str, RegistryClient] = {}
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def check(self) -> None:
+        if self._event.is_set():
+            raise UploadCancelled("the upload was interrupted")
+
+    def wait(self, seconds: float) -> None:
+        """Sleep for a retry's backoff, waking at once if the push is cancelled."""
+        if self._event.wait(seconds):
+            self.check()
+
+    def opened(self, client: RegistryClient, session: UploadSession) -> None:
+        with self._lock:
+            self._open[session.location] = client
+
+    def closed(self, session: UploadSession) -> None:
+        with self._lock:
+            self._open.pop(session.location, None)
+
+    def cancel(self, timeout: float = 1.0) -> int:
+        """Stop every upload and close the sessions still open (best effort, bounded)."""
+        self._event.set()
+        with self._lock:
+            pending = list(self._open.items())
+            self._open.clear()
+        closed = 0
+        deadline = time.monotonic() + timeout
+        for location, client in pending:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            if client.cancel_upload(UploadSession(location), timeout=remaining):
+                closed += 1
+        return closed
+
+
 def push_blob(
     client: RegistryClient,
     blob: BlobSource,
@@ -64,9 +127,12 @@ def push_blob(
     mount_from: Sequence[str] = (),
     chunk_size: int | None = None,
     on_progress: Progress | None = None,
+    cancellation: Cancellation | None = None,
 ) -> BlobResult:
     """Make ``blob`` present in the client's repository; returns how, and what it cost."""
     progress = on_progress or (lambda _n: None)
+    cancel = cancellation or Cancellation()
+    cancel.check()
     if client.head_blob(blob.digest) is not None:
         progress(blob.size)
         return BlobResult(blob.digest, blob.size, Outcome.SKIPPED, 0)
@@ -78,11 +144,11 @@ def push_blob(
             progress(blob.size)
             return BlobResult(blob.digest, blob.size, Outcome.MOUNTED, 0)
         # The registry opened a normal session instead of mounting: use it.
-        sent = _upload(client, blob, session, chunk_size, progress)
+        sent = _upload(client, blob, session, chunk_size, progress, cancel)
         return BlobResult(blob.digest, blob.size, Outcome.UPLOADED, sent)
     session = client.start_upload()
     assert session is not None
-    sent = _upload(client, blob, session, chunk_size, progress)
+    sent = _upload(client, blob, session, chunk_size, progress, cancel)
     return BlobResult(blob.digest, blob.size, Outcome.UPLOADED, sent)
 
 
@@ -98,15 +164,42 @@ def _upload(
     session: UploadSession,
     chunk_size: int | None,
     progress: Progress,
+    cancel: Cancellation,
 ) -> int:
     chunk = _chunk_size(client, chunk_size)
-    if blob.size <= chunk:
-        return _monolithic(client, blob, session, progress)
-    return _chunked(client, blob, session, chunk, progress)
+    tracked = _Tracked(client, cancel, session)
+    try:
+        if blob.size <= chunk:
+            return _monolithic(client, blob, tracked, progress, cancel)
+        return _chunked(client, blob, tracked, chunk, progress, cancel)
+    finally:
+        tracked.done()
+
+
+class _Tracked:
+    """The upload's current session, known to the cancellation while it is open."""
+
+    def __init__(self, client: RegistryClient, cancel: Cancellation, session: UploadSession):
+        self.client = client
+        self.cancel = cancel
+        self.session = session
+        cancel.opened(client, session)
+
+    def replace(self, session: UploadSession) -> None:
+        self.cancel.closed(self.session)
+        self.session = session
+        self.cancel.opened(self.client, session)
+
+    def done(self) -> None:
+        self.cancel.closed(self.session)
 
 
 def _monolithic(
-    client: RegistryClient, blob: BlobSource, session: UploadSession, progress: Progress
+    client: RegistryClient,
+    blob: BlobSource,
+    tracked: _Tracked,
+    progress: Progress,
+    cancel: Cancellation,
 ) -> int:
     with blob.open() as handle:
         data = handle.read()
@@ -114,6 +207,8 @@ def _monolithic(
     what = f"uploading blob {blob.digest}"
     failures = 0
     while True:
+        cancel.check()
+        session = tracked.session
         try:
             response = client.send(
                 "PUT", _with_digest(session.location, blob.digest), what=what, content=data,
@@ -127,10 +222,10 @@ def _monolithic(
             if failures > RESUME_ATTEMPTS or not _retryable(exc):
                 raise
             log.info("uploading %s failed (%s); trying again", blob.digest, exc)
-            _pause(failures)
+            cancel.wait(_backoff(failures))
             if client.head_blob(blob.digest) is not None:
                 break  # it arrived; only the answer was lost
-            session = _new_session(client)
+            tracked.replace(_new_session(client))
     progress(len(data))
     return len(data)
 
@@ -138,18 +233,20 @@ def _monolithic(
 def _chunked(
     client: RegistryClient,
     blob: BlobSource,
-    session: UploadSession,
+    tracked: _Tracked,
     chunk: int,
     progress: Progress,
+    cancel: Cancellation,
 ) -> int:
     what = f"uploading blob {blob.digest}"
-    location = session.location
+    location = tracked.session.location
     offset = 0
     sent = 0
     failures = 0
     hasher = _IncrementalCheck(blob)
     with blob.open() as handle:
         while offset < blob.size:
+            cancel.check()
             handle.seek(offset)
             data = handle.read(min(chunk, blob.size - offset))
             if not data:
@@ -172,22 +269,30 @@ def _chunked(
                 if failures > RESUME_ATTEMPTS or not _retryable(exc):
                     raise
                 log.info("chunk %d-%d of %s failed (%s); resuming", offset, end, blob.digest, exc)
-                _pause(failures)
+                cancel.wait(_backoff(failures))
                 resumed = _resume_point(client, location, offset)
                 if resumed is None:
                     # The session is gone (Distribution drops one whose chunk broke off midway,
                     # as its state no longer matches the data): start again in a new one.
-                    resumed = 0, _new_session(client).location
+                    tracked.replace(_new_session(client))
+                    resumed = 0, tracked.session.location
+                elif resumed[1] != location:
+                    tracked.replace(UploadSession(resumed[1]))
                 progress(resumed[0] - offset)
                 offset, location = resumed
                 hasher.seek(offset)
                 continue
+            failures = 0  # a chunk went through: the budget is for consecutive failures
             hasher.feed(offset, data)
-            location = client.absolute(response.headers.get("location") or location)
+            next_location = client.absolute(response.headers.get("location") or location)
+            if next_location != location:
+                location = next_location
+                tracked.replace(UploadSession(location))
             sent += len(data)
             progress(len(data))
             offset = end + 1
     hasher.verify()
+    cancel.check()
     _commit(client, blob, location, what)
     return sent
 
@@ -221,8 +326,8 @@ def _retryable(exc: RegistryError) -> bool:
     return isinstance(exc, ProtocolError) and exc.status is None
 
 
-def _pause(failures: int) -> None:
-    time.sleep(min(0.25 * 2**failures, 5.0))
+def _backoff(failures: int) -> float:
+    return float(min(0.25 * 2**failures, 5.0))
 
 
 def _new_session(client: RegistryClient) -> UploadSession:
@@ -291,18 +396,20 @@ class _IncrementalCheck:
 
     def verify(self) -> None:
         if self.hash.hexdigest() != self.blob.digest.hex:
-            raise ProtocolError(
-                f"the content of blob {self.blob.digest} changed while it was uploaded",
-                "the build cache was modified during the push; run the push again",
-            )
+            raise CorruptBlob(self.blob.digest)
 
 
 def _check_digest(blob: BlobSource, data: bytes) -> None:
     if Digest.of(data) != blob.digest:
-        raise ProtocolError(
-            f"cached blob {blob.digest} does not match its digest",
-            "the build cache is corrupted; run the build again",
-        )
+        raise CorruptBlob(blob.digest)
 
 
-__all__ = ["BlobResult", "BlobSource", "Outcome", "push_blob"]
+__all__ = [
+    "BlobResult",
+    "BlobSource",
+    "Cancellation",
+    "CorruptBlob",
+    "Outcome",
+    "UploadCancelled",
+    "push_blob",
+]
