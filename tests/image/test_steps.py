@@ -57,7 +57,7 @@ def test_plan_steps_from_cog_yaml(tmp_path: Path) -> None:
         "build:\n"
         "  gpu: true\n"
         "  python_version: '3.11'\n"
-        '  system_packages: [jq, "libgl1; rm -rf /"]\n'
+        '  system_packages: [jq, "libgl1;reboot"]\n'
         "  pre_install: [echo pre]\n"
         "  run:\n"
         "    - echo one\n"
@@ -68,13 +68,19 @@ def test_plan_steps_from_cog_yaml(tmp_path: Path) -> None:
     assert [s.role for s in steps] == ["system", "system", "run", "run", "run"]
     assert "python3.11" in steps[0].command
     # Package names are quoted: a name cannot inject a command.
-    assert steps[1].command == system_packages_step(["jq", "libgl1; rm -rf /"]).command
+    assert steps[1].command == system_packages_step(["jq", "libgl1;reboot"]).command
     assert (
-        "'libgl1; rm -rf /'" in steps[1].command and "--no-install-recommends" in steps[1].command
+        "'libgl1;reboot'" in steps[1].command and "--no-install-recommends" in steps[1].command
     )
     assert steps[1].command.endswith("rm -rf /var/lib/apt/lists/*")
     assert [s.command for s in steps[2:4]] == ["echo pre", "echo one"]
     assert steps[4].mounts == (SecretMount("hf", "/run/secrets/hf"),)
+
+
+@pytest.mark.parametrize("name", ["-o=APT::Get::AllowUnauthenticated=1", "", "jq curl"])
+def test_system_package_names_cannot_be_options(name: str) -> None:
+    with pytest.raises(InvalidInput, match="is not a package name"):
+        system_packages_step(["jq", name])
 
 
 def test_step_key_covers_parents_command_secret_ids_and_env() -> None:

@@ -91,6 +91,13 @@ class Step:
 
 def system_packages_step(packages: Sequence[str]) -> Step:
     """One apt step for all packages, with apt's lists removed in the same step (smaller layer)."""
+    for package in packages:
+        # Quoting keeps a name from being a shell command; this keeps it from being an apt option.
+        if not package or package.startswith("-") or any(c.isspace() for c in package):
+            raise InvalidInput(
+                f"build.system_packages: {package!r} is not a package name",
+                "list Debian/Ubuntu package names, e.g. ffmpeg or libgl1",
+            )
     names = " ".join(shlex.quote(p) for p in packages)
     return Step(
         "apt-get update -qq && apt-get install -y -qq --no-install-recommends "
