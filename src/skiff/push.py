@@ -228,13 +228,18 @@ class _Uploader:
         self.cancellation = Cancellation()
 
     def close(self) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        # After abandon() the workers stop at their next write: nothing to wait for.
+        self.pool.shutdown(wait=not self.cancellation.cancelled, cancel_futures=True)
         self.client.close()
 
     def abandon(self) -> None:
         """Stop at once: no new request, open upload sessions cancelled (bounded in time)."""
         self.cancellation.cancel(timeout=0.5)
         self.pool.shutdown(wait=False, cancel_futures=True)
+        # A worker blocked sending a chunk (up to 32 MB) would keep the process alive until it
+        # is sent (Python joins worker threads at exit): closing the connections under it
+        # makes its next write fail at once, and the cancelled upload then stops.
+        self.client.close()
 
     def mount_base(self, base: BaseImage) -> None:
         """Base layers already in the destination registry are mounted, not uploaded."""

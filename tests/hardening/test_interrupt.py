@@ -1,0 +1,77 @@
+"""Ctrl-C in the middle of an upload: ``skiff push`` exits 130 at once, the registry is told to
+forget the upload sessions, and the next push completes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from hardutil import MB, SKIFF, assert_complete, make_model, skiff
+from throttle import Throttle
+
+from support import RegistryServer
+from support.faultproxy import FaultProxy
+
+REPO = "demo/interrupted"
+
+
+def bytes_in_open_uploads(registry: RegistryServer, repo: str) -> int:
+    base = registry.root / "docker/registry/v2/repositories" / repo / "_uploads"
+    return sum(data.stat().st_size for data in base.glob("*/data") if data.exists())
+
+
+def open_sessions(registry: RegistryServer, repo: str) -> list[str]:
+    """Upload sessions the registry still holds (their directory has a ``startedat`` file)."""
+    base = registry.root / "docker/registry/v2/repositories" / repo / "_uploads"
+    return sorted(started.parent.name for started in base.glob("*/startedat"))
+
+
+def test_ctrl_c_mid_upload_exits_130_within_a_second_and_cancels_the_sessions(
+    tmp_path: Path, registry: RegistryServer
+) -> None:
+    model = make_model(tmp_path, weights=64 * MB)
+    # skiff -> fault proxy (a log of every request) -> a slow link (8 MB/s) -> the registry
+    with Throttle(registry.host, rate=8 * MB) as slow, FaultProxy(slow.host) as proxy:
+        ref = f"{proxy.host}/{REPO}:v1"
+        command = [str(SKIFF), "push", ref, "-C", str(model), "--json"]
+        with subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ)
+        ) as process:
+            try:
+                deadline = time.monotonic() + 60
+                while bytes_in_open_uploads(registry, REPO) < 2 * MB:
+                    assert process.poll() is None, process.communicate()
+                    assert time.monotonic() < deadline, "the upload never started"
+                    time.sleep(0.02)
+                interrupted = time.monotonic()
+                process.send_signal(signal.SIGINT)
+                process.wait(timeout=10)
+                took = time.monotonic() - interrupted
+            finally:
+                if process.poll() is None:
+                    process.kill()
+            stdout, stderr = process.communicate()
+        assert process.returncode == 130, stdout + stderr
+        assert took < 1.0, f"exited {took:.2f} s after Ctrl-C"
+        assert "Traceback" not in stderr
+        deletes = [e.target for e in proxy.requests("DELETE", "/blobs/uploads/")]
+    # Every session still open in the registry was cancelled (DELETE) by the push. Distribution
+    # refuses to drop the one whose chunk was still arriving (its state is behind the bytes
+    # already in flight): its purger removes such leftovers; no client can do more.
+    left = open_sessions(registry, REPO)
+    assert left, "no upload was in progress: the test proves nothing"
+    for session in left:
+        assert any(f"/uploads/{session}?" in target for target in deletes), (session, deletes)
+    assert registry.manifests(REPO) == []
+
+    # The next push (full speed, straight to the registry) completes.
+    done = skiff("push", f"{registry.host}/{REPO}:v1", "-C", str(model), "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = json.loads(done.stdout)
+    assert registry.tags(REPO) == {"v1": summary["digest"]}
+    assert_complete(registry, REPO)
+    assert open_sessions(registry, REPO) == left  # the rerun left no session of its own
