@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import textwrap
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
@@ -282,10 +283,6 @@ def test_first_error_in_the_file_is_reported(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "field", "line"),
     [
-        ("build:\n  system_packages:\n    - ffmpeg\n", "build.system_packages", 2),
-        ("build:\n  run:\n    - echo hi\n", "build.run", 2),
-        ("build:\n  pre_install: [echo hi]\n", "build.pre_install", 2),
-        ("build:\n  python_version: '3.12'\n  gpu: true\n", "build.gpu", 3),
         ("weights:\n  - {name: w, target: /w, source: {uri: 'file://w'}}\n", "weights", 1),
     ],
 )
@@ -296,6 +293,24 @@ def test_unbuilt_features_are_refused(tmp_path: Path, text: str, field: str, lin
     assert (err.field, err.line) == (field, line)
     assert "skiff cannot" in err.message and "yet" in err.message
     assert err.hint is not None and field in err.hint
+
+
+@pytest.mark.parametrize(
+    ("text", "check"),
+    [
+        ("build:\n  system_packages: [ffmpeg]\n", lambda c: c.build.system_packages == ["ffmpeg"]),
+        ("build:\n  run:\n    - echo hi\n", lambda c: c.build.run[0].command == "echo hi"),
+        ("build:\n  pre_install: [echo hi]\n", lambda c: c.build.pre_install == ["echo hi"]),
+        (
+            "build:\n  python_version: '3.11'\n  gpu: true\n  cuda: '12.1'\n",
+            lambda c: c.build.gpu is True,
+        ),
+    ],
+)
+def test_build_steps_and_gpu_are_accepted(
+    tmp_path: Path, text: str, check: Callable[[config.Config], bool]
+) -> None:
+    assert check(config.load(write(tmp_path, text)))
 
 
 def test_empty_lists_of_unbuilt_features_are_fine(tmp_path: Path) -> None:
