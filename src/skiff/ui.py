@@ -22,12 +22,16 @@ def safe(text: str) -> str:
     """``text`` ready for rich: markup escaped, control characters shown as ``\\xNN``.
 
     Registries write part of our messages (their error bodies); they must not drive the user's
-    terminal with escape sequences or fake extra lines.
+    terminal with escape sequences or fake lines of our own. Line breaks (a tool's output quoted
+    in an error) are kept, but indented, so that they read as the quote they are.
     """
-    shown = "".join(
-        char if char.isprintable() else f"\\x{ord(char):02x}" if ord(char) < 0x100
-        else f"\\u{ord(char):04x}"
-        for char in text
+    shown = "\n    ".join(
+        "".join(
+            char if char.isprintable() else f"\\x{ord(char):02x}" if ord(char) < 0x100
+            else f"\\u{ord(char):04x}"
+            for char in line
+        )
+        for line in text.rstrip("\n").split("\n")
     )
     return escape(shown)
 
