@@ -36,6 +36,9 @@ from skiff.registry.upload import (
     push_blob,
 )
 
+MANIFEST_ATTEMPTS = 4
+# What a registry answers to a manifest whose blobs it does not see (yet).
+_BLOB_NOT_SEEN = frozenset({"MANIFEST_BLOB_UNKNOWN", "BLOB_UNKNOWN", "DIGEST_INVALID"})
 CACHED_HINT = "the build is cached: run the same push again and only what is missing is uploaded"
 
 
@@ -306,9 +309,7 @@ class _Uploader:
         self.events.status("writing the manifest")
         manifest_bytes = layout.read_bytes(image.manifest_descriptor.digest)
         try:
-            digest = self.client.put_manifest(
-                self.ref.identifier, manifest_bytes, image.manifest.media_type
-            )
+            digest = self._put_manifest(manifest_bytes, image.manifest.media_type)
         except RegistryError as exc:
             raise UploadFailed(
                 f"the registry refused the manifest of {self.ref}: {exc.message}",
@@ -319,6 +320,20 @@ class _Uploader:
         return PushResult(
             self.ref, digest, results, report, image.warnings, time.perf_counter() - started
         )
+
+    def _put_manifest(self, body: bytes, media_type: str) -> Digest:
+        """PUT the manifest; a registry that does not see a blob it has just accepted is asked
+        again. (Distribution does this while concurrent pushes commit the same blob: it answers
+        DIGEST_INVALID and MANIFEST_BLOB_UNKNOWN, and accepts the same manifest a moment later;
+        its filesystem driver rewrites a repository's link to a blob in place.)"""
+        for attempt in range(1, MANIFEST_ATTEMPTS + 1):
+            try:
+                return self.client.put_manifest(self.ref.identifier, body, media_type)
+            except RegistryError as exc:
+                if attempt == MANIFEST_ATTEMPTS or exc.code not in _BLOB_NOT_SEEN:
+                    raise
+                self.cancellation.wait(0.1 * 2**attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _opener(layout: Layout, digest: Digest) -> Callable[[], Any]:

@@ -40,3 +40,12 @@ def assert_complete(registry: RegistryServer, repo: str) -> None:
         for blob in (manifest["config"], *manifest["layers"]):
             assert blob["digest"] in linked, f"{blob['digest']} is missing from {repo}"
             assert len(registry.blob_bytes(blob["digest"])) == blob["size"]
+
+
+def open_sessions(registry: RegistryServer, repo: str) -> list[str]:
+    """Upload sessions the registry still holds: a directory with a ``startedat`` file.
+
+    (Distribution leaves an empty ``hashstates`` folder behind a cancelled session: not open.)
+    """
+    base = registry.root / "docker/registry/v2/repositories" / repo / "_uploads"
+    return sorted(started.parent.name for started in base.glob("*/startedat"))

@@ -10,7 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from hardutil import MB, SKIFF, assert_complete, make_model, skiff
+from hardutil import MB, SKIFF, assert_complete, make_model, open_sessions, skiff
 from throttle import Throttle
 
 from support import RegistryServer
@@ -22,12 +22,6 @@ REPO = "demo/interrupted"
 def bytes_in_open_uploads(registry: RegistryServer, repo: str) -> int:
     base = registry.root / "docker/registry/v2/repositories" / repo / "_uploads"
     return sum(data.stat().st_size for data in base.glob("*/data") if data.exists())
-
-
-def open_sessions(registry: RegistryServer, repo: str) -> list[str]:
-    """Upload sessions the registry still holds (their directory has a ``startedat`` file)."""
-    base = registry.root / "docker/registry/v2/repositories" / repo / "_uploads"
-    return sorted(started.parent.name for started in base.glob("*/startedat"))
 
 
 def test_ctrl_c_mid_upload_exits_130_within_a_second_and_cancels_the_sessions(

@@ -50,6 +50,19 @@ def default_layout() -> Layout:
     return Layout.open(cache_dir() / "oci")
 
 
+# What a layout holds, and what one being created by a concurrent skiff holds for a moment.
+_OWN_ENTRIES = frozenset({"blobs", "oci-layout", "index.json", ".lock"})
+
+
+def _foreign_entries(root: Path) -> bool:
+    """True if ``root`` holds anything a layout (even one being created) would not."""
+    return any(
+        entry.name not in _OWN_ENTRIES
+        and not (entry.name.startswith(".") and entry.name.endswith(".tmp"))
+        for entry in root.iterdir()
+    )
+
+
 def _fsync_dir(path: Path) -> None:
     # Makes a rename durable; some filesystems refuse to open directories, which is fine.
     with contextlib.suppress(OSError):
@@ -148,7 +161,7 @@ class Layout:
         root = root.expanduser()
         if root.exists() and not root.is_dir():
             raise InvalidInput(f"{root} is not a folder", "choose a folder for the OCI layout")
-        if root.is_dir() and any(root.iterdir()) and not (root / "oci-layout").exists():
+        if root.is_dir() and not (root / "oci-layout").exists() and _foreign_entries(root):
             raise InvalidInput(
                 f"{root} is not an OCI image layout (no oci-layout file) and is not empty",
                 "choose an empty or new folder",
