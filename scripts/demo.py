@@ -19,7 +19,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from support import USERS, RegistryServer, TokenIssuer, push_tiny_image  # noqa: E402
+from support import (  # noqa: E402
+    USERS,
+    RegistryServer,
+    TokenIssuer,
+    push_tiny_image,
+    skopeo_push,
+)
+from support.baseimage import python_base_layout  # noqa: E402
 
 SKIFF = str(Path(sys.executable).parent / "skiff")
 BOLD, DIM, RESET = ("\033[1m", "\033[2m", "\033[0m") if sys.stdout.isatty() else ("", "", "")
@@ -93,6 +100,22 @@ def main() -> None:
             step("Push again: nothing changed, nothing is uploaded")
             run([SKIFF, "push", f"{host}/alice/hello:v1", "-C", str(ROOT / "examples/hello")],
                 expect=0)
+
+            if "--quick" not in sys.argv:
+                step("A model with a system package (jq) and a run step, on a Debian base")
+                print(
+                    "The base is made once with debootstrap and cached (about 2 minutes the "
+                    "first time); the\nsteps run in a bubblewrap sandbox and download jq "
+                    "from Debian's archive.",
+                    flush=True,
+                )
+                skopeo_push(python_base_layout(), registry, "alice/debian", "bookworm",
+                            user="alice", password=USERS["alice"])
+                os.environ["SKIFF_BASE_IMAGE"] = f"{host}/alice/debian:bookworm"
+                example = str(ROOT / "examples/with-system-packages")
+                run([SKIFF, "push", f"{host}/alice/prices:v1", "-C", example], expect=0)
+                step("Again: every step is cached, nothing runs, nothing is uploaded")
+                run([SKIFF, "push", f"{host}/alice/prices:v1", "-C", example], expect=0)
         print("\nThe demo registry is stopped and its files are removed.")
 
 
