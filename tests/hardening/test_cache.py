@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from hardutil import MB, SKIFF, assert_complete, make_model, skiff
 
-from skiff.errors import UploadFailed
+from skiff.errors import InvalidInput, UploadFailed
+from skiff.image.layout import Layout
 from skiff.push import PushOptions, push
 from support import RegistryServer
 
@@ -138,3 +139,18 @@ def test_a_corrupted_cached_blob_is_never_pushed_and_the_next_push_rebuilds_it(
     assert bad_digest in registry.layers(repo)
     assert hashlib.sha256(registry.blob_bytes(bad_digest)).hexdigest() == weights.name
     assert_blobs_intact(hermetic_env)
+
+
+def test_a_cache_being_created_by_another_skiff_is_opened_and_a_foreign_folder_refused(
+    tmp_path: Path,
+) -> None:
+    # What a concurrent `Layout.open` leaves for a moment: the blob folder, a temporary marker.
+    root = tmp_path / "oci"
+    (root / "blobs" / "sha256").mkdir(parents=True)
+    (root / ".oci-layout.x1y2.tmp").write_bytes(b"")
+    assert Layout.open(root).blob_dir.is_dir()
+    foreign = tmp_path / "photos"
+    (foreign / "blobs").mkdir(parents=True)
+    (foreign / "cat.jpg").write_bytes(b"\xff\xd8")
+    with pytest.raises(InvalidInput):
+        Layout.open(foreign)

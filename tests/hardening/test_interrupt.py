@@ -19,6 +19,12 @@ from support.faultproxy import FaultProxy
 REPO = "demo/interrupted"
 
 
+def default_sigint() -> None:
+    """Runs in the child: a shell runs background jobs with SIGINT ignored, which the child
+    would inherit; Ctrl-C at a terminal finds the default disposition."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def bytes_in_open_uploads(registry: RegistryServer, repo: str) -> int:
     base = registry.root / "docker/registry/v2/repositories" / repo / "_uploads"
     return sum(data.stat().st_size for data in base.glob("*/data") if data.exists())
@@ -33,7 +39,12 @@ def test_ctrl_c_mid_upload_exits_130_within_a_second_and_cancels_the_sessions(
         ref = f"{proxy.host}/{REPO}:v1"
         command = [str(SKIFF), "push", ref, "-C", str(model), "--json"]
         with subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ)
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=dict(os.environ),
+            preexec_fn=default_sigint,
         ) as process:
             try:
                 deadline = time.monotonic() + 60
