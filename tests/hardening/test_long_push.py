@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hardutil import MB, assert_complete, make_model
+from hardutil import MB, assert_complete, make_model, open_sessions
+from throttle import Throttle
 
 from skiff.digest import Digest
 from skiff.push import PushOptions, QuietEvents, push
@@ -130,3 +131,22 @@ def test_a_registry_restarted_mid_upload_is_waited_for_and_the_push_completes(
     assert_complete(registry, repo)
     weights = [layer for layer in result.layers if layer.role == "weights" and layer.size > 4 * MB]
     assert weights and weights[0].outcome == "uploaded"
+
+
+def test_a_link_that_hangs_for_seconds_mid_upload_is_waited_for_and_the_push_completes(
+    tmp_path: Path, registry: RegistryServer
+) -> None:
+    """A stall shorter than the upload timeouts (300 s) is not a failure: nothing is retried."""
+    model = make_model(tmp_path, weights=8 * MB)
+    repo = "demo/stalled"
+    with Throttle(registry.host, rate=None) as link:
+        events = SlowChunks(pause=0.0, at_bytes=3 * MB, action=lambda: link.stall(3.0))
+        started = time.monotonic()
+        result = push(
+            model, f"{link.host}/{repo}:v1", PushOptions(chunk_size=1 * MB), events=events
+        )
+        took = time.monotonic() - started
+    assert events.fired.is_set() and took >= 3.0
+    assert registry.tags(repo) == {"v1": str(result.digest)}
+    assert_complete(registry, repo)
+    assert open_sessions(registry, repo) == []  # no chunk was abandoned and re-sent elsewhere

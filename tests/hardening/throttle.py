@@ -1,6 +1,7 @@
 """A TCP relay on 127.0.0.1 that slows what clients send (a slow uplink), for interrupting a
 push in the middle of an upload. Each connection is relayed by two threads; ``rate`` (bytes per
-second, None for full speed) can be changed while it runs."""
+second, None for full speed) can be changed while it runs, and ``stall(seconds)`` stops the
+client's bytes for a while (a link that hangs, then recovers)."""
 
 from __future__ import annotations
 
@@ -20,12 +21,16 @@ class Throttle:
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._listener.getsockname()[1]
         self.host = f"127.0.0.1:{self.port}"
+        self._resume_at = 0.0
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
         self._threads: list[threading.Thread] = []
         self._acceptor = threading.Thread(target=self._accept, name="throttle", daemon=True)
         self._acceptor.start()
+
+    def stall(self, seconds: float) -> None:
+        self._resume_at = time.monotonic() + seconds
 
     def close(self) -> None:
         self._stopping.set()
@@ -71,6 +76,8 @@ class Throttle:
     def _pump(self, source: socket.socket, sink: socket.socket, slow: bool) -> None:
         try:
             while data := source.recv(_PIECE):
+                while slow and time.monotonic() < self._resume_at:
+                    time.sleep(0.05)
                 sink.sendall(data)
                 rate = self.rate
                 if slow and rate:
