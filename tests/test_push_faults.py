@@ -165,10 +165,23 @@ def test_a_link_that_keeps_breaking_exits_5_and_a_rerun_sends_only_what_is_missi
 def test_a_whole_blob_put_that_breaks_off_is_sent_again(
     tmp_path: Path, registry: RegistryServer, proxy: FaultProxy
 ) -> None:
-    model = model_with_weights(tmp_path, 12 * MB)  # under the chunk size: one PUT
+    model = model_with_weights(tmp_path, 4 * MB)  # with table.bin, under 8 MiB: one PUT
     fault = proxy.reset("PUT", r"digest=", after_body_bytes=2 * MB, min_body=MB)
     result = push(model, f"{proxy.host}/{REPO}:v1")
     assert fault.fired == 1
+    assert registry.tags(REPO) == {"v1": str(result.digest)}
+    assert_complete(registry, REPO)
+
+
+def test_a_streamed_blob_that_breaks_off_is_sent_again(
+    tmp_path: Path, registry: RegistryServer, proxy: FaultProxy
+) -> None:
+    model = model_with_weights(tmp_path, 12 * MB)  # a large blob: one streamed PATCH
+    fault = proxy.reset("PATCH", UPLOADS, after_body_bytes=2 * MB, min_body=MB)
+    result = push(model, f"{proxy.host}/{REPO}:v1")
+    assert fault.fired == 1
+    patches = [e for e in proxy.log if e.method == "PATCH"]
+    assert len(patches) == 2  # the broken one, then the whole blob again in a new session
     assert registry.tags(REPO) == {"v1": str(result.digest)}
     assert_complete(registry, REPO)
 

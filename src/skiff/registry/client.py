@@ -35,6 +35,7 @@ from skiff.registry.transport import (
     RetryTransport,
     TransportOptions,
     causes,
+    retry_after,
     ssl_context,
     translate,
 )
@@ -148,6 +149,12 @@ class RegistryClient:
             return self._http.send(request, stream=stream)
         except httpx.HTTPError as exc:
             raise translate(exc, self.host, self.options) from None
+        except httpx.StreamError:
+            # A streamed upload body cannot be sent twice: the registry asked to authenticate
+            # again (or redirected) after it was sent. The upload logic starts that part again.
+            raise ProtocolError(
+                f"{self.host} asked for a streamed request to be sent again while {what}"
+            ) from None
         except httpx.InvalidURL as exc:
             raise ProtocolError(f"{self.host} sent an invalid URL while {what}: {exc}") from None
 
@@ -373,8 +380,11 @@ class RegistryClient:
             return Denied(base, status=status, code=code)
         if status == 404:
             return NotFound(base, status=status, code=code)
-        if status >= 500:
-            return ServerError(base, status=status, code=code)
+        if status >= 500 or status in (408, 429):
+            # Busy or failing: worth another try, after the wait the registry asks for.
+            return ServerError(
+                base, status=status, code=code, retry_after=retry_after(response)
+            )
         return ProtocolError(base, status=status, code=code)
 
     def absolute(self, location: str) -> str:

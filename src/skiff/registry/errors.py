@@ -19,10 +19,12 @@ class RegistryError(SkiffError):
         *,
         status: int | None = None,
         code: str | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message, hint)
         self.status = status
         self.code = code  # the OCI error code, e.g. "DENIED", "NAME_UNKNOWN"
+        self.retry_after = retry_after  # seconds the registry asked us to wait, if it did
 
 
 class Unreachable(RegistryError):

@@ -141,7 +141,7 @@ class RetryTransport(httpx.BaseTransport):
                 delay *= 2
                 continue
             if response.status_code in RETRY_STATUSES and not last:
-                wait = _retry_after(response) or delay
+                wait = retry_after(response) or delay
                 if wait > self.options.max_retry_delay:
                     return response
                 response.close()
@@ -164,7 +164,8 @@ def _is_permanent(exc: Exception) -> bool:
     return "connection refused" in text or "name or service not known" in text
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def retry_after(response: httpx.Response) -> float | None:
+    """The wait a ``Retry-After`` header asks for, in seconds (delta or HTTP date)."""
     value = response.headers.get("retry-after")
     if not value:
         return None

@@ -1,10 +1,11 @@
 """Putting one blob into a repository with as few bytes on the wire as possible.
 
 In order: ``HEAD`` (the registry has it: done), a cross-repository mount from a repository of the
-same registry known to hold it (no bytes sent), else an upload: one ``PUT`` for a small blob,
-``PATCH`` chunks for a large one. Chunks are bytes in memory (bounded by the chunk size), so the
-transport can retry them and the auth flow can refresh a token and resend them; after a broken
-connection the upload resumes from the offset the registry reports.
+same registry known to hold it (no bytes sent), else an upload: one ``PUT`` for a small blob
+(kept in memory, so it can be sent again as is), one streamed ``PATCH`` for a large one (or
+``PATCH`` chunks where a registry caps their size), read from the file in small pieces so that
+memory does not grow with the blob. After a broken connection the upload resumes from the offset
+the registry reports, or in a new session when the registry dropped the old one.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import enum
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -25,8 +26,10 @@ from skiff.registry.errors import ProtocolError, RegistryError, ServerError, Unr
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CHUNK = 32 * 1024 * 1024
-# Registries that refuse large PATCH bodies (GHCR caps them at 4 MiB).
+# Blobs up to this size go up in one PUT whose body is kept in memory (retryable as is).
+MONOLITHIC_MAX = 8 * 1024 * 1024
+# Registries that refuse large PATCH bodies (GHCR caps them at 4 MiB); elsewhere a large blob
+# goes up in one streamed PATCH, as Docker and skopeo send it.
 CHUNK_LIMITS = {"ghcr.io": 4 * 1024 * 1024}
 RESUME_ATTEMPTS = 5
 
@@ -152,10 +155,10 @@ def push_blob(
     return BlobResult(blob.digest, blob.size, Outcome.UPLOADED, sent)
 
 
-def _chunk_size(client: RegistryClient, requested: int | None) -> int:
-    size = requested or DEFAULT_CHUNK
+def _chunk_size(client: RegistryClient, requested: int | None, blob_size: int) -> int:
+    size = requested or blob_size
     limit = CHUNK_LIMITS.get(client.repository.registry)
-    return min(size, limit) if limit else size
+    return max(1, min(size, limit) if limit else size)
 
 
 def _upload(
@@ -166,10 +169,10 @@ def _upload(
     progress: Progress,
     cancel: Cancellation,
 ) -> int:
-    chunk = _chunk_size(client, chunk_size)
+    chunk = _chunk_size(client, chunk_size, blob.size)
     tracked = _Tracked(client, cancel, session)
     try:
-        if blob.size <= chunk:
+        if blob.size <= min(chunk, MONOLITHIC_MAX):
             return _monolithic(client, blob, tracked, progress, cancel)
         return _chunked(client, blob, tracked, chunk, progress, cancel)
     finally:
@@ -222,7 +225,7 @@ def _monolithic(
             if failures > RESUME_ATTEMPTS or not _retryable(exc):
                 raise
             log.info("uploading %s failed (%s); trying again", blob.digest, exc)
-            cancel.wait(_backoff(failures))
+            cancel.wait(_backoff(failures, exc))
             if client.head_blob(blob.digest) is not None:
                 break  # it arrived; only the answer was lost
             tracked.replace(_new_session(client))
@@ -238,6 +241,8 @@ def _chunked(
     progress: Progress,
     cancel: Cancellation,
 ) -> int:
+    """PATCH the blob in requests of at most ``chunk`` bytes (the whole blob where the registry
+    allows it), each body streamed from the file: memory stays at one read buffer."""
     what = f"uploading blob {blob.digest}"
     location = tracked.session.location
     offset = 0
@@ -247,29 +252,28 @@ def _chunked(
     with blob.open() as handle:
         while offset < blob.size:
             cancel.check()
-            handle.seek(offset)
-            data = handle.read(min(chunk, blob.size - offset))
-            if not data:
-                raise ProtocolError(f"the blob {blob.digest} is shorter than its size {blob.size}")
-            end = offset + len(data) - 1
+            length = min(chunk, blob.size - offset)
+            end = offset + length - 1
+            body = _Slice(handle, offset, length, hasher, progress, cancel)
+            headers = {"Content-Type": "application/octet-stream", "Content-Length": str(length)}
+            if length != blob.size:
+                # A chunk; the whole blob in one request is a "streamed" upload, sent without a
+                # range as Docker does (some registries refuse a range there).
+                headers["Content-Range"] = f"{offset}-{end}"
             try:
-                response = client.send(
-                    "PATCH", location, what=what, content=data,
-                    headers={
-                        "Content-Type": "application/octet-stream",
-                        "Content-Range": f"{offset}-{end}",
-                    },
-                )
+                response = client.send("PATCH", location, what=what, content=body,
+                                       headers=headers)
                 if response.status_code == 416:
                     raise ProtocolError(f"{client.host} refused chunk {offset}-{end} (416)")
                 if response.status_code != 202:
                     raise client.error(response, what)
             except RegistryError as exc:
+                progress(-body.sent)
                 failures += 1
                 if failures > RESUME_ATTEMPTS or not _retryable(exc):
                     raise
                 log.info("chunk %d-%d of %s failed (%s); resuming", offset, end, blob.digest, exc)
-                cancel.wait(_backoff(failures))
+                cancel.wait(_backoff(failures, exc))
                 resumed = _resume_point(client, location, offset)
                 if resumed is None:
                     # The session is gone (Distribution drops one whose chunk broke off midway,
@@ -283,18 +287,56 @@ def _chunked(
                 hasher.seek(offset)
                 continue
             failures = 0  # a chunk went through: the budget is for consecutive failures
-            hasher.feed(offset, data)
             next_location = client.absolute(response.headers.get("location") or location)
             if next_location != location:
                 location = next_location
                 tracked.replace(UploadSession(location))
-            sent += len(data)
-            progress(len(data))
+            sent += length
             offset = end + 1
     hasher.verify()
     cancel.check()
     _commit(client, blob, location, what)
     return sent
+
+
+class _Slice:
+    """A request body: ``length`` bytes of the blob from ``offset``, read in small pieces,
+    hashed and reported as they go, and stopped at once by a cancellation."""
+
+    PIECE = 1 << 20
+
+    def __init__(
+        self,
+        handle: BinaryIO,
+        offset: int,
+        length: int,
+        hasher: _IncrementalCheck,
+        progress: Progress,
+        cancel: Cancellation,
+    ) -> None:
+        self.handle = handle
+        self.offset = offset
+        self.length = length
+        self.hasher = hasher
+        self.progress = progress
+        self.cancel = cancel
+        self.sent = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        # Iterable again from the start: the auth flow re-sends the body after a token refresh.
+        self.progress(-self.sent)
+        self.sent = 0
+        self.handle.seek(self.offset)
+        while self.sent < self.length:
+            self.cancel.check()
+            data = self.handle.read(min(self.PIECE, self.length - self.sent))
+            if not data:
+                raise CorruptBlob(self.hasher.blob.digest)  # shorter than its digest says
+            # The hasher takes only what continues its position, so a re-sent part counts once.
+            self.hasher.feed(self.offset + self.sent, data)
+            self.sent += len(data)
+            self.progress(len(data))
+            yield data
 
 
 def _commit(client: RegistryClient, blob: BlobSource, location: str, what: str) -> None:
@@ -326,8 +368,12 @@ def _retryable(exc: RegistryError) -> bool:
     return isinstance(exc, ProtocolError) and exc.status is None
 
 
-def _backoff(failures: int) -> float:
-    return float(min(0.25 * 2**failures, 5.0))
+def _backoff(failures: int, exc: RegistryError) -> float:
+    """Exponential, but never shorter than what the registry asked for (capped at a minute)."""
+    wait = min(0.25 * 2**failures, 5.0)
+    if exc.retry_after is not None:
+        wait = max(wait, min(exc.retry_after, 60.0))
+    return float(wait)
 
 
 def _new_session(client: RegistryClient) -> UploadSession:
