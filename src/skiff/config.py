@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import difflib
 import re
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,10 @@ from pydantic_core import ErrorDetails
 
 from skiff import reference
 from skiff.errors import InvalidInput
+
+# CPython 3.11 builds ASTs with state shared between threads: parallel pushes in one process
+# (several preflights) must not parse at the same time.
+_AST_LOCK = threading.Lock()
 
 FILENAME = "cog.yaml"
 
@@ -765,7 +770,8 @@ def _inside(config: Config, field: str, relative: str) -> Path:
 def _require_name(config: Config, field: str, file: Path, name: str, *, functions_ok: bool) -> None:
     shown = str(file.relative_to(config.root.resolve()))
     try:
-        tree = ast.parse(file.read_bytes(), filename=shown)
+        with _AST_LOCK:
+            tree = ast.parse(file.read_bytes(), filename=shown)
     except SyntaxError as exc:
         raise ConfigError(
             f"syntax error: {exc.msg}",
