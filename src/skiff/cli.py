@@ -99,7 +99,7 @@ def check(
     _debug_logging(debug)
     console = stderr_console()
     if not as_json:
-        console.print(f"Checking [bold]{reference}[/]")
+        console.print(f"Checking [bold]{safe(reference)}[/]")
     report = run_preflight(
         reference, model_dir=directory, on_result=None if as_json else CheckPrinter(console)
     )
@@ -148,7 +148,8 @@ def login(
     except SkiffError as exc:
         fail(exc, False)
     console.print(
-        f"Login succeeded: {result.username} at {result.registry} (saved in {result.stored_in})"
+        safe(f"Login succeeded: {result.username} at {result.registry} "
+             f"(saved in {result.stored_in})")
     )
 
 
@@ -242,10 +243,10 @@ def build(
         layout = default_layout()
         image = Builder(
             directory, options, layout=layout,
-            on_status=lambda text: console.print(f"  {text}", highlight=False),
+            on_status=lambda text: console.print(f"  {safe(text)}"),
         ).build()
         for warning in image.warnings:
-            console.print(f"[yellow]warning:[/] {warning}")
+            console.print(f"[yellow]warning:[/] {safe(warning)}")
         if output_layout is not None:
             layout.export(options.tag or "latest-build", output_layout)
     except SkiffError as exc:
@@ -260,7 +261,7 @@ def build(
             f"  {layer.role:<8} {layer.descriptor.digest} {human_bytes(layer.descriptor.size)}"
         )
     if output_layout is not None:
-        console.print(f"exported to {output_layout} (oci:{output_layout}:{options.tag})")
+        console.print(safe(f"exported to {output_layout} (oci:{output_layout}:{options.tag})"))
 
 
 @app.command()
