@@ -400,8 +400,9 @@ def main() -> None:
     try:
         app()
     except KeyboardInterrupt:
-        # Uploads in flight were cancelled on their way up; worker threads blocked in a send
-        # must not keep the process alive, so leave without waiting for them.
+        # Typer turns a Ctrl-C inside a command into exit 130 itself (the push has cancelled
+        # its uploads by then); this covers one that lands outside a command. Worker threads
+        # blocked in a send must not keep the process alive, so leave without waiting.
         sys.stderr.write("interrupted\n")
         sys.stderr.flush()
         sys.stdout.flush()
