@@ -138,3 +138,13 @@ def test_many_inputs_project(serve: Callable[[str], Container]) -> None:
 
     # The answer Cog's own test_predict_many_inputs expects for these inputs.
     assert output == "hello default 20 world jpg foo 6"
+
+
+def test_env_project(serve: Callable[[str], Container]) -> None:
+    container = serve("env-project")
+    assert container.image.env["TEST_VAR"] == "test_value"
+    assert container.image.env["NAME"] == "michael"
+    assert input_schema(container)["Input"]["required"] == ["name"]
+
+    # The answer Cog's own test_predict_env_vars expects.
+    assert predict(container, {"name": "TEST_VAR"}) == "ENV[TEST_VAR]=test_value"
