@@ -148,3 +148,15 @@ def test_env_project(serve: Callable[[str], Container]) -> None:
 
     # The answer Cog's own test_predict_env_vars expects.
     assert predict(container, {"name": "TEST_VAR"}) == "ENV[TEST_VAR]=test_value"
+
+
+def test_path_list_output_project(serve: Callable[[str], Container]) -> None:
+    container = serve("path-list-output-project")
+    schemas = input_schema(container)
+    assert schemas["Input"]["properties"] == {}
+    assert schemas["Output"]["type"] == "array"
+    assert schemas["Output"]["items"]["format"] == "uri"
+
+    output = predict(container, {})
+
+    assert [decode_data_uri(item) for item in output] == [b"foo", b"bar", b"baz"]
