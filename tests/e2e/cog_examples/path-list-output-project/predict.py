@@ -1,10 +1,10 @@
-from typing import List
+from typing import List  # noqa: UP035 - as upstream writes it: typing.List must work
 
 from cog import BasePredictor, Path
 
 
 class Predictor(BasePredictor):
-    def predict(self) -> List[Path]:
+    def predict(self) -> List[Path]:  # noqa: UP006
         paths = []
         for i, word in enumerate(["foo", "bar", "baz"]):
             path = Path(f"/tmp/out-{i}.txt")
