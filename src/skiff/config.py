@@ -147,6 +147,14 @@ class BuildConfig(_Strict):
     cuda: str | None = None
     cudnn: str | None = None
     sdk_version: str | None = None
+    # Newer than the vendored schema (Cog's pkg/config has them). skiff always ships its own
+    # runtime and always builds without a daemon, so both are accepted and change nothing.
+    cog_runtime: bool | None = None
+    fast: bool | None = None
+
+
+# Build fields skiff accepts beyond the vendored JSON schema of cog.yaml.
+NEWER_BUILD_FIELDS = frozenset({"cog_runtime", "fast"})
 
 
 class Concurrency(_Strict):
