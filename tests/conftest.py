@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -83,3 +84,17 @@ def tls_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryS
     """HTTPS registry without auth; trust `tls_registry.ca_cert` to verify it."""
     with RegistryServer(tmp_path_factory.mktemp("registry"), tls=True) as registry:
         yield registry
+
+
+@pytest.fixture
+def own_name() -> str:
+    """This machine's host *name* (not localhost), which reaches 127.0.0.1: a stand-in for a
+    registry elsewhere, for the rules that tell loopback from the rest of the network."""
+    name = socket.gethostname()
+    try:
+        address = socket.gethostbyname(name)
+    except OSError:
+        address = ""
+    if name == "localhost" or address != "127.0.0.1":
+        pytest.skip(f"this machine's host name {name!r} does not resolve to 127.0.0.1")
+    return name

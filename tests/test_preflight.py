@@ -346,21 +346,6 @@ def test_any_input_gives_a_report_never_an_exception(
 # -- plain HTTP beyond this machine: only when the user says so -------------------------------
 
 
-@pytest.fixture
-def own_name() -> str:
-    """A host *name* (not localhost) that reaches 127.0.0.1, as a registry elsewhere would be."""
-    import socket
-
-    name = socket.gethostname()
-    try:
-        address = socket.gethostbyname(name)
-    except OSError:
-        address = ""
-    if name == "localhost" or address != "127.0.0.1":
-        pytest.skip("this machine's host name does not resolve to 127.0.0.1")
-    return name
-
-
 def test_plain_http_registry_by_name_needs_opt_in(
     plain_registry: RegistryServer, own_name: str
 ) -> None:

@@ -3,8 +3,6 @@ machine's host name for the "not loopback" cases."""
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
 from support import RegistryServer, push_tiny_image
@@ -18,14 +16,3 @@ def registry(plain_registry: RegistryServer, monkeypatch: pytest.MonkeyPatch) ->
     return plain_registry
 
 
-@pytest.fixture
-def own_name() -> str:
-    """A host *name* (not localhost) that reaches 127.0.0.1, as a registry elsewhere would be."""
-    name = socket.gethostname()
-    try:
-        address = socket.gethostbyname(name)
-    except OSError:
-        address = ""
-    if name == "localhost" or address != "127.0.0.1":
-        pytest.skip("this machine's host name does not resolve to 127.0.0.1")
-    return name
