@@ -239,9 +239,9 @@ class _Uploader:
         """Stop at once: no new request, open upload sessions cancelled (bounded in time)."""
         self.cancellation.cancel(timeout=0.5)
         self.pool.shutdown(wait=False, cancel_futures=True)
-        # A worker blocked sending a chunk (up to 32 MB) would keep the process alive until it
-        # is sent (Python joins worker threads at exit): closing the connections under it
-        # makes its next write fail at once, and the cancelled upload then stops.
+        # A worker blocked in a send (a slow link, a registry slow to answer) would keep the
+        # process alive until it returns (Python joins worker threads at exit): closing the
+        # connections under it makes that send fail at once, and the cancelled upload stops.
         self.client.close()
 
     def mount_base(self, base: BaseImage) -> None:
