@@ -35,7 +35,7 @@ from skiff.ui import (
 if TYPE_CHECKING:
     # The builder pulls in pydantic and the image code: imported only by the commands that
     # build, so that `skiff check` starts (and rejects a bad destination) fast.
-    from skiff.image.builder import BuildOptions
+    from skiff.image.options import BuildOptions
 
 EXIT_OK, EXIT_ERROR, EXIT_INPUT, EXIT_REJECTED, EXIT_BUILD, EXIT_UPLOAD = 0, 1, 2, 3, 4, 5
 EXIT_INTERRUPTED = 130
@@ -185,8 +185,8 @@ def _build_options(
     tag: str | None = None,
     secrets: list[str] | None = None,
 ) -> BuildOptions:
-    from skiff.image.builder import BuildOptions
     from skiff.image.oci import Platform
+    from skiff.image.options import BuildOptions
     from skiff.image.steps import parse_secret
 
     try:

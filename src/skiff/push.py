@@ -14,15 +14,15 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from skiff import reference as refs
 from skiff.auth import dockerconfig
 from skiff.digest import Digest
 from skiff.errors import DestinationRejected, InvalidInput, SkiffError, UploadFailed
 from skiff.image.base import BaseImage
-from skiff.image.builder import Builder, BuildOptions, BuiltImage, BuiltLayer
 from skiff.image.layout import Layout, default_layout
+from skiff.image.options import BuildOptions
 from skiff.preflight import CheckResult, Report, Severity, run_preflight
 from skiff.registry.client import RegistryClient
 from skiff.registry.errors import RegistryError
@@ -35,6 +35,9 @@ from skiff.registry.upload import (
     Outcome,
     push_blob,
 )
+
+if TYPE_CHECKING:
+    from skiff.image.builder import BuiltImage, BuiltLayer
 
 MANIFEST_ATTEMPTS = 4
 # What a registry answers to a manifest whose blobs it does not see (yet).
@@ -154,6 +157,9 @@ def push(
     uploader: _Uploader | None = None
     pre_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="skiff-preflight")
     preflight = pre_pool.submit(run_preflight, text, model_dir=folder, on_result=events.check)
+    # Imported only now, while preflight talks to the registry: a rejected push should not
+    # wait for the builder's imports first.
+    from skiff.image.builder import Builder
 
     def wait_for_preflight() -> None:
         nonlocal uploader

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +28,8 @@ from skiff.image.base import BaseImage, default_base, pull_base
 from skiff.image.gpu import gpu_base
 from skiff.image.layers import Entry, Layer, StatCache, build_layer
 from skiff.image.layout import Layout, default_layout
-from skiff.image.oci import LINUX_AMD64, Descriptor, ImageConfig, Manifest, Platform
+from skiff.image.oci import Descriptor, ImageConfig, Manifest
+from skiff.image.options import BuildOptions
 from skiff.image.pydeps import SITE_PACKAGES, python_deps_layer
 from skiff.image.sourcetree import plan_source_layers
 from skiff.image.steps import (
@@ -44,16 +45,6 @@ from skiff.runtime import runtime_dir, schema_for_build
 
 RUNTIME_PATH = "/opt/skiff/python"
 CODE_ROOT = "/src"
-
-
-@dataclass(frozen=True)
-class BuildOptions:
-    base_image: str | None = None  # default: python:X.Y-slim for cog.yaml's python_version
-    platform: Platform = LINUX_AMD64
-    refresh_base: bool = False
-    tag: str | None = None  # a name for the image in the cache's index
-    # --secret id=ID,src=FILE: files build steps may mount; their contents never enter the image
-    secrets: Mapping[str, Path] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)
