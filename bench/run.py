@@ -123,7 +123,7 @@ def plan_size(requested: int, workdir: Path) -> tuple[int, str]:
 def snapshot_source(dest: Path) -> str:
     """Extract src/ as committed at HEAD into ``dest``; returns the commit.
 
-    Colleagues edit and commit in the same working tree: a snapshot keeps the code under test
+    The working tree may change while a run goes on: a snapshot keeps the code under test
     (and the runtime layer built from it) the same for the whole run.
     """
     commit = subprocess.run(
