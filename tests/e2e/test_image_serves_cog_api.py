@@ -67,10 +67,12 @@ class UnpackedImage:
         return dict(self.config.get("Labels") or {})
 
 
-def run(command: list[str], what: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+def run(
+    command: list[str], what: str, timeout: float = COMMAND_TIMEOUT, **kwargs: Any
+) -> subprocess.CompletedProcess[str]:
     """Run a tool; on failure, fail the test with its output (not a bare CalledProcessError)."""
     result = subprocess.run(
-        command, capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=False, **kwargs
+        command, capture_output=True, text=True, timeout=timeout, check=False, **kwargs
     )
     if result.returncode != 0:
         pytest.fail(

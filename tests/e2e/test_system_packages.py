@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
+from test_image_serves_cog_api import run as run_tool
 
 from support import RegistryServer
 
@@ -43,16 +44,8 @@ EXTRA_STEPS = [
 
 
 def run(command: list[str], what: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        command, capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=False, **kwargs
-    )
-    if result.returncode != 0:
-        pytest.fail(
-            f"{what} failed (exit {result.returncode}): {' '.join(command)}\n"
-            f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}",
-            pytrace=False,
-        )
-    return result
+    """The e2e harness's ``run``, with the longer timeout that apt steps need."""
+    return run_tool(command, what, timeout=COMMAND_TIMEOUT, **kwargs)
 
 
 @dataclass(frozen=True)
