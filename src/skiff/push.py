@@ -8,6 +8,7 @@ cache: the next push reuses it and uploads only what the registry still lacks.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -21,19 +22,22 @@ from skiff.auth import dockerconfig
 from skiff.digest import Digest
 from skiff.errors import DestinationRejected, InvalidInput, SkiffError, UploadFailed
 from skiff.image.base import BaseImage
-from skiff.image.layout import Layout, default_layout
+from skiff.image.layout import GrowingBlob, Layout, default_layout
 from skiff.image.options import BuildOptions
 from skiff.preflight import CheckResult, Report, Severity, run_preflight
 from skiff.registry.client import RegistryClient
 from skiff.registry.errors import RegistryError
 from skiff.registry.transport import TransportOptions
 from skiff.registry.upload import (
+    CHUNK_LIMITS,
+    MONOLITHIC_MAX,
     BlobResult,
     BlobSource,
     Cancellation,
     CorruptBlob,
     Outcome,
     push_blob,
+    stream_growing,
 )
 
 if TYPE_CHECKING:
@@ -50,16 +54,18 @@ class PushEvents(Protocol):
 
     def check(self, result: CheckResult) -> None: ...
     def status(self, text: str) -> None: ...
-    def blob_started(self, digest: Digest, size: int, role: str) -> None: ...
-    def blob_progress(self, digest: Digest, done: int) -> None: ...
+    # A blob is known by its digest, or while a layer is streamed as it is built (its digest
+    # not known yet) by the object that follows it.
+    def blob_started(self, key: object, size: int, role: str) -> None: ...
+    def blob_progress(self, key: object, done: int) -> None: ...
     def blob_finished(self, result: BlobResult, role: str) -> None: ...
 
 
 class QuietEvents:
     def check(self, result: CheckResult) -> None: ...
     def status(self, text: str) -> None: ...
-    def blob_started(self, digest: Digest, size: int, role: str) -> None: ...
-    def blob_progress(self, digest: Digest, done: int) -> None: ...
+    def blob_started(self, key: object, size: int, role: str) -> None: ...
+    def blob_progress(self, key: object, done: int) -> None: ...
     def blob_finished(self, result: BlobResult, role: str) -> None: ...
 
 
@@ -180,9 +186,13 @@ def push(
             uploader.mount_base(builder.base)
         uploader.submit(layer, cache)
 
+    def on_layer_started(blob: GrowingBlob, role: str) -> None:
+        assert uploader is not None
+        uploader.follow(blob, role)
+
     builder = Builder(
         folder, options.build, layout=cache, before_write=wait_for_preflight,
-        on_layer=on_layer, on_status=events.status,
+        on_layer=on_layer, on_status=events.status, on_layer_started=on_layer_started,
     )
     try:
         try:
@@ -214,7 +224,12 @@ def _raise_if_failed(report: Report) -> None:
 
 
 class _Uploader:
-    """Uploads blobs in parallel as the builder announces them; the manifest goes last."""
+    """Uploads blobs in parallel as the builder announces them; the manifest goes last.
+
+    Into a repository without tags (a first push), large layers are streamed while they are
+    built: nothing there can be skipped, so waiting for a layer's digest would only delay its
+    upload. Elsewhere a layer waits for its digest, so that what the registry has is skipped.
+    """
 
     def __init__(self, ref: refs.Reference, options: PushOptions, events: PushEvents) -> None:
         self.ref = ref
@@ -235,6 +250,13 @@ class _Uploader:
         self.lock = threading.Lock()
         self.mount_from: tuple[str, ...] = ()
         self.cancellation = Cancellation()
+        self.growing: dict[GrowingBlob, Future[BlobResult | None]] = {}
+        self.stream_early = False
+        # One PATCH of unknown length: not where chunks are asked for or capped.
+        if options.chunk_size is None and ref.repository.registry not in CHUNK_LIMITS:
+            # A repository not known to be empty waits for digests.
+            with contextlib.suppress(RegistryError):
+                self.stream_early = not self.client.has_tags()
 
     def close(self) -> None:
         # After abandon() the workers stop at their next write: nothing to wait for.
@@ -258,13 +280,61 @@ class _Uploader:
     def submit(self, layer: BuiltLayer, layout: Layout) -> None:
         self._submit(layer.descriptor.digest, layer.descriptor.size, layer.role, layout)
 
+    def follow(self, growing: GrowingBlob, role: str) -> None:
+        """A large layer has started being written: stream it if that can only help."""
+        with self.lock:
+            if self.stream_early:
+                self.growing[growing] = self.pool.submit(self._stream, growing, role)
+
     def _submit(self, digest: Digest, size: int, role: str, layout: Layout) -> None:
         with self.lock:
             if digest in self.futures:
                 return
             blob = BlobSource(digest, size, _opener(layout, digest))
-            future = self.pool.submit(self._upload, blob, role)
+            streamed = next((f for g, f in self.growing.items() if g.digest == digest), None)
+            if streamed is not None:
+                # Queued after the stream's own task, so that one is running or done by now.
+                future = self.pool.submit(self._after_stream, streamed, blob, role)
+            else:
+                future = self.pool.submit(self._upload, blob, role)
             self.futures[digest] = (future, role)
+
+    def _stream(self, growing: GrowingBlob, role: str) -> BlobResult | None:
+        """Stream a layer being built once it proves large; None leaves it to the usual way."""
+        while True:
+            self.cancellation.check()
+            written = growing.wait(MONOLITHIC_MAX, 0.5)
+            if growing.failed or growing.digest is not None:
+                return None  # small (a PUT once built is cheaper), or never finished
+            if written > MONOLITHIC_MAX:
+                break
+        with self.lock:
+            if not self.stream_early:
+                return None
+        self.events.blob_started(growing, 0, role)
+        done = [0]
+
+        def progress(n: int) -> None:
+            done[0] += n
+            self.events.blob_progress(growing, done[0])
+
+        result = stream_growing(
+            self.client, growing, on_progress=progress, cancellation=self.cancellation
+        )
+        if result is None:
+            with self.lock:
+                self.stream_early = False  # this registry may refuse it again: stop trying
+            return None
+        self.events.blob_finished(result, role)
+        return result
+
+    def _after_stream(
+        self, streamed: Future[BlobResult | None], blob: BlobSource, role: str
+    ) -> BlobResult:
+        result = streamed.result()
+        if result is not None and result.digest == blob.digest:
+            return result
+        return self._upload(blob, role)
 
     def _upload(self, blob: BlobSource, role: str) -> BlobResult:
         self.events.blob_started(blob.digest, blob.size, role)

@@ -43,6 +43,9 @@ class Fault:
     headers: Mapping[str, str] = field(default_factory=dict)
     min_body: int = 0  # only requests whose declared body is at least this long
     max_body: int | None = None  # ... and at most this long
+    # True: only bodies sent with chunked transfer encoding (length unknown: a layer streamed
+    # while it is built), which the size limits above never match; False: only the others.
+    chunked: bool | None = None
     times: int = 1  # fires this many times, then the proxy relays again
     skip: int = 0  # let this many matching requests through first
     fired: int = 0
@@ -50,6 +53,8 @@ class Fault:
 
     def matches(self, method: str, target: str, body_length: int | None) -> bool:
         if method != self.method or not re.search(self.path, target):
+            return False
+        if self.chunked is not None and self.chunked != (body_length is None):
             return False
         length = body_length or 0
         return length >= self.min_body and (self.max_body is None or length <= self.max_body)

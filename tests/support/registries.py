@@ -308,6 +308,13 @@ class RegistryServer:
             return []
         return sorted(path.name for path in base.iterdir() if path.is_dir())
 
+    def open_uploads(self, repo: str) -> list[str]:
+        """Upload sessions still usable. Distribution 2.8 deletes a cancelled session's data and
+        start time but leaves its empty hash-state folder behind, so a folder alone proves
+        nothing."""
+        base = self._repo_dir(repo) / "_uploads"
+        return [upload for upload in self.uploads(repo) if (base / upload / "startedat").exists()]
+
 
 # -- seeding: a tiny OCI image pushed with the real skopeo ------------------------------------
 

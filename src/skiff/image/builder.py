@@ -27,7 +27,7 @@ from skiff.errors import BuildFailed, SkiffError
 from skiff.image.base import BaseImage, default_base, pull_base
 from skiff.image.gpu import gpu_base
 from skiff.image.layers import Entry, Layer, StatCache, build_layer
-from skiff.image.layout import Layout, default_layout
+from skiff.image.layout import GrowingBlob, Layout, default_layout
 from skiff.image.oci import Descriptor, ImageConfig, Manifest
 from skiff.image.options import BuildOptions
 from skiff.image.pydeps import SITE_PACKAGES, python_deps_layer
@@ -66,11 +66,14 @@ class BuiltImage:
 
 
 LayerCallback = Callable[[BuiltLayer], None]
+# Hears of a large layer (weights, dependencies) as soon as its blob starts being written.
+GrowingCallback = Callable[[GrowingBlob, str], None]
 
 
 class Builder:
     """Builds one model folder. ``before_write`` runs before anything is written to the cache
-    (push uses it to wait for preflight); ``on_layer`` hears of each finished layer."""
+    (push uses it to wait for preflight); ``on_layer`` hears of each finished layer, and
+    ``on_layer_started`` of each weights or dependencies layer as it starts being written."""
 
     def __init__(
         self,
@@ -81,8 +84,10 @@ class Builder:
         before_write: Callable[[], None] = lambda: None,
         on_layer: LayerCallback | None = None,
         on_status: Callable[[str], None] | None = None,
+        on_layer_started: GrowingCallback | None = None,
     ) -> None:
         self.folder = folder
+        self.on_layer_started = on_layer_started
         self.options = options or BuildOptions()
         self._layout = layout
         self.before_write = before_write
@@ -175,7 +180,10 @@ class Builder:
         role: str,
     ) -> Layer:
         self.status(f"building the {role} layer")
-        layer = build_layer(entries, layout, compression, stat_cache=stat_cache)
+        layer = build_layer(
+            entries, layout, compression, stat_cache=stat_cache,
+            watch=self._watch(role) if role == "weights" else None,
+        )
         if entries:
             self.on_layer(BuiltLayer(layer.descriptor, role))
         return layer
@@ -219,7 +227,14 @@ class Builder:
             self.options.platform,
             layout,
             stat_cache=stat_cache,
+            watch=self._watch("deps"),
         )
+
+    def _watch(self, role: str) -> Callable[[GrowingBlob], None] | None:
+        started = self.on_layer_started
+        if started is None:
+            return None
+        return lambda blob: started(blob, role)
 
     def _image_config(
         self, cfg: cogconfig.Config, base: BaseImage, layers: list[Layer]

@@ -22,7 +22,7 @@ import os
 import posixpath
 import stat
 import tarfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal, cast
@@ -30,7 +30,7 @@ from typing import IO, Any, Literal, cast
 from skiff.digest import Digest
 from skiff.errors import BuildFailed
 from skiff.fsutil import write_atomic
-from skiff.image.layout import Layout, cache_dir
+from skiff.image.layout import GrowingBlob, Layout, cache_dir
 from skiff.image.oci import OCI_LAYER, OCI_LAYER_GZIP, Descriptor, canonical_json
 
 Compression = Literal["none", "gzip"]
@@ -180,10 +180,19 @@ class _BytesReader:
         return chunk
 
 
-def write_layer(entries: Iterable[Entry], layout: Layout, compression: Compression) -> Layer:
-    """Writes the layer tar for ``entries`` into ``layout``, reading every source once."""
+def write_layer(
+    entries: Iterable[Entry],
+    layout: Layout,
+    compression: Compression,
+    *,
+    watch: Callable[[GrowingBlob], None] | None = None,
+) -> Layer:
+    """Writes the layer tar for ``entries`` into ``layout``, reading every source once.
+
+    ``watch`` is given the blob as soon as writing starts, to follow it while it grows.
+    """
     ordered = _with_parents(entries)
-    with layout.writer() as blob, contextlib.ExitStack() as compressor:
+    with layout.writer(watch=watch) as blob, contextlib.ExitStack() as compressor:
         if compression == "gzip":
             # filename="" and mtime=0 keep host details out of the gzip header.
             zipped = gzip.GzipFile(
@@ -274,20 +283,22 @@ def build_layer(
     compression: Compression = "gzip",
     *,
     stat_cache: StatCache | None = None,
+    watch: Callable[[GrowingBlob], None] | None = None,
 ) -> Layer:
     """Builds (or finds in the stat cache) the reproducible layer for ``entries``.
 
     With a ``stat_cache``, unchanged inputs are recognised from their stat results alone and the
-    previously built blob is returned without reading any file.
+    previously built blob is returned without reading any file. ``watch`` hears of a blob only
+    when one is actually written.
     """
     entries = list(entries)
     if stat_cache is None:
-        return write_layer(entries, layout, compression)
+        return write_layer(entries, layout, compression, watch=watch)
     key = fingerprint(entries, compression)
     cached = stat_cache.get(key, layout)
     if cached is not None:
         return cached
-    layer = write_layer(entries, layout, compression)
+    layer = write_layer(entries, layout, compression, watch=watch)
     # Only remember the result if nothing changed while it was being read.
     if fingerprint(entries, compression) == key:
         stat_cache.put(key, layer)

@@ -14,11 +14,12 @@ import hashlib
 import os
 import shutil
 import tempfile
+import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, BinaryIO
 
 from skiff.digest import Digest
 from skiff.errors import BuildFailed, InvalidInput
@@ -73,14 +74,90 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+class GrowingBlob:
+    """A blob while it is being written, readable as it grows.
+
+    A push follows it to stream a layer to the registry while the layer is still being built;
+    its digest is known only once the writer commits. Readers see only flushed bytes.
+    """
+
+    # How often readers are woken: often enough to keep an upload busy, rarely enough that the
+    # writer's hot loop is not slowed by it.
+    STEP = 1 << 20
+
+    def __init__(self, tmp: Path, final: Callable[[Digest], Path]) -> None:
+        self._tmp = tmp
+        self._final = final
+        self._cond = threading.Condition()
+        self._written = 0
+        self._digest: Digest | None = None
+        self._failed = False
+
+    @property
+    def digest(self) -> Digest | None:
+        """The blob's digest once it is complete, else None."""
+        with self._cond:
+            return self._digest
+
+    @property
+    def failed(self) -> bool:
+        """True if the writer gave up: the blob will never be complete."""
+        with self._cond:
+            return self._failed
+
+    def wait(self, beyond: int, timeout: float) -> int:
+        """Bytes readable so far, once more than ``beyond`` are, the blob is complete or has
+        failed, or ``timeout`` seconds have passed."""
+        with self._cond:
+            self._cond.wait_for(
+                lambda: self._written > beyond or self._digest is not None or self._failed,
+                timeout,
+            )
+            return self._written
+
+    def open(self) -> BinaryIO:
+        """A reader from the start (the temporary file, or the blob once it is committed)."""
+        with self._cond:
+            if self._failed:
+                raise FileNotFoundError(f"the blob being written to {self._tmp} was abandoned")
+            path = self._tmp if self._digest is None else self._final(self._digest)
+            return path.open("rb")
+
+    def _grew(self, written: int) -> None:
+        with self._cond:
+            self._written = written
+            self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def _committing(self) -> Iterator[Callable[[Digest], None]]:
+        # The rename happens under the lock, so open() never looks for a file that just moved.
+        with self._cond:
+            def done(digest: Digest) -> None:
+                self._digest = digest
+                self._cond.notify_all()
+
+            yield done
+
+    def _fail(self) -> None:
+        with self._cond:
+            self._failed = True
+            self._cond.notify_all()
+
+
 class BlobWriter:
     """A file-like sink that hashes what it is given and becomes a blob on ``commit()``.
 
     Use it as a context manager: leaving the block without committing (an exception) deletes
-    the temporary file, so no partial blob is ever visible.
+    the temporary file, so no partial blob is ever visible. With ``watch``, the blob can be
+    followed while it is written (see GrowingBlob).
     """
 
-    def __init__(self, layout: Layout, expected: Digest | None = None) -> None:
+    def __init__(
+        self,
+        layout: Layout,
+        expected: Digest | None = None,
+        watch: Callable[[GrowingBlob], None] | None = None,
+    ) -> None:
         self._layout = layout
         self._expected = expected
         self._hash = hashlib.sha256()
@@ -89,14 +166,23 @@ class BlobWriter:
         self._tmp = Path(tmp)
         self._file: IO[bytes] = os.fdopen(fd, "wb")
         self._done = False
+        self._growing: GrowingBlob | None = None
+        self._announced = 0
+        if watch is not None:
+            self._growing = GrowingBlob(self._tmp, layout.path)
+            watch(self._growing)
 
     def write(self, data: bytes) -> int:
         self._hash.update(data)
         try:
             self._file.write(data)
+            self.size += len(data)
+            if self._growing is not None and self.size - self._announced >= GrowingBlob.STEP:
+                self._file.flush()
+                self._announced = self.size
+                self._growing._grew(self.size)
         except OSError as exc:
             raise self._layout.write_error(exc) from None
-        self.size += len(data)
         return len(data)
 
     def flush(self) -> None:
@@ -112,11 +198,18 @@ class BlobWriter:
                     "the source changed or was corrupted while being read; try again",
                 )
             self._file.flush()
+            if self._growing is not None:
+                self._growing._grew(self.size)  # readers may send the tail during the fsync
             os.fsync(self._file.fileno())
             self._file.close()
             # Blobs are immutable; read-only also protects the cache from edits through hardlinks.
             os.chmod(self._tmp, 0o444)
-            os.replace(self._tmp, self._layout.path(digest))
+            with contextlib.ExitStack() as stack:
+                if self._growing is not None:
+                    done = stack.enter_context(self._growing._committing())
+                os.replace(self._tmp, self._layout.path(digest))
+                if self._growing is not None:
+                    done(digest)
             _fsync_dir(self._layout.blob_dir)
         except OSError as exc:
             self.abort()
@@ -131,6 +224,8 @@ class BlobWriter:
         if self._done:
             return
         self._done = True
+        if self._growing is not None:
+            self._growing._fail()
         with contextlib.suppress(OSError):
             self._file.close()
         with contextlib.suppress(OSError):
@@ -209,8 +304,12 @@ class Layout:
             return False
         return size is None or st.st_size == size
 
-    def writer(self, expected: Digest | None = None) -> BlobWriter:
-        return BlobWriter(self, expected)
+    def writer(
+        self,
+        expected: Digest | None = None,
+        watch: Callable[[GrowingBlob], None] | None = None,
+    ) -> BlobWriter:
+        return BlobWriter(self, expected, watch)
 
     def ingest(self, chunks: Iterable[bytes], expected: Digest | None = None) -> tuple[Digest, int]:
         """Streams chunks into a blob while hashing them; memory use does not grow with size.

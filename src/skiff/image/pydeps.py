@@ -24,14 +24,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
 
 from skiff.errors import BuildFailed, InvalidInput
 from skiff.image.layers import Entry, Layer, StatCache, build_layer
-from skiff.image.layout import Layout
+from skiff.image.layout import GrowingBlob, Layout
 from skiff.image.oci import Platform, canonical_json
 from skiff.image.sourcetree import file_mode
 
@@ -257,8 +257,12 @@ def python_deps_layer(
     *,
     stat_cache: StatCache | None = None,
     binary_only: bool = True,
+    watch: Callable[[GrowingBlob], None] | None = None,
 ) -> Layer | None:
-    """The layer of installed requirements (None if there are none), built once per inputs."""
+    """The layer of installed requirements (None if there are none), built once per inputs.
+
+    ``watch`` hears of the layer's blob as it starts being written (not for a cached layer).
+    """
     reqs = Requirements.of(requirements)
     if not reqs.significant:
         return None
@@ -287,7 +291,7 @@ def python_deps_layer(
         entries = install_python_deps(
             reqs, python_version, platform, Path(tmp) / "site", binary_only=binary_only
         )
-        layer = build_layer(entries, layout, "gzip")
+        layer = build_layer(entries, layout, "gzip", watch=watch)
     if key is not None and stat_cache is not None:
         stat_cache.put(key, layer)
     return layer

@@ -289,6 +289,26 @@ class RegistryClient:
             raise self.error(response, what)
         return _digest_header(response) or Digest.of(body)
 
+    def has_tags(self) -> bool:
+        """True if the repository holds at least one tag; False for a new or empty one.
+
+        ``GET /v2/NAME/tags/list?n=1``: the registry answers 404 (NAME_UNKNOWN) for a repository
+        it has never seen, and an empty list (or ``null``) for one without tags.
+        """
+        what = f"listing the tags of {self.repository.path}"
+        response = self.send("GET", self.url("tags/list"), what=what, params={"n": "1"})
+        if response.status_code == 404 and any(
+            e.code == "NAME_UNKNOWN" for e in parse_error_body(response)
+        ):
+            return False
+        if response.status_code != 200:
+            raise self.error(response, what)
+        try:
+            tags = response.json().get("tags")
+        except (ValueError, AttributeError):
+            raise ProtocolError(f"{self.host} sent an unreadable tag list while {what}") from None
+        return bool(tags)
+
     def head_blob(self, digest: Digest) -> int | None:
         """The blob's size if the repository has it, else None."""
         what = f"looking up blob {digest}"

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 import httpx
 
@@ -153,6 +153,117 @@ def push_blob(
     assert session is not None
     sent = _upload(client, blob, session, chunk_size, progress, cancel)
     return BlobResult(blob.digest, blob.size, Outcome.UPLOADED, sent)
+
+
+class GrowingSource(Protocol):
+    """A blob still being written (a layer being built): readable as it grows, its digest known
+    only once it is complete."""
+
+    @property
+    def digest(self) -> Digest | None: ...
+    @property
+    def failed(self) -> bool: ...
+    def wait(self, beyond: int, timeout: float) -> int: ...
+    def open(self) -> BinaryIO: ...
+
+
+class SourceAbandoned(Exception):
+    """The blob being streamed will never be complete (its build failed)."""
+
+
+def stream_growing(
+    client: RegistryClient,
+    source: GrowingSource,
+    *,
+    on_progress: Progress | None = None,
+    cancellation: Cancellation | None = None,
+) -> BlobResult | None:
+    """Upload a blob while it is being written: one ``PATCH`` whose body follows the file as
+    it grows (sent with chunked transfer encoding, as its length is not known yet), then the
+    closing ``PUT`` with the digest, known by then.
+
+    Speculative, so best effort: None when anything goes wrong (the registry refuses a body of
+    unknown length, the connection breaks, the build fails), with the session cancelled; the
+    caller then pushes the finished blob the usual way. Only a cancellation is raised.
+    """
+    progress = on_progress or (lambda _n: None)
+    cancel = cancellation or Cancellation()
+    cancel.check()
+    body: _Following | None = None
+    try:
+        session = client.start_upload()
+        assert session is not None
+    except RegistryError as exc:
+        log.info("could not stream a blob while it is built (%s)", exc)
+        return None
+    tracked = _Tracked(client, cancel, session)
+    try:
+        body = _Following(source, progress, cancel)
+        what = "uploading a layer while it is built"
+        response = client.send(
+            "PATCH", session.location, what=what, content=body,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        if response.status_code != 202:
+            raise client.error(response, what)
+        location = client.absolute(response.headers.get("location") or session.location)
+        tracked.replace(UploadSession(location))
+        digest = source.digest
+        if body.abandoned or digest is None:
+            raise SourceAbandoned("the layer's build failed")
+        blob = BlobSource(digest, body.sent, source.open)
+        _commit(client, blob, location, f"uploading blob {digest}")
+        tracked.done()
+        return BlobResult(digest, body.sent, Outcome.UPLOADED, body.sent)
+    except (RegistryError, SourceAbandoned, OSError) as exc:
+        if isinstance(exc, UploadCancelled):
+            raise
+        cancel.check()
+        log.info("streaming a blob while it is built failed (%s); it goes up once built", exc)
+        if body is not None:
+            progress(-body.sent)
+        tracked.done()
+        client.cancel_upload(tracked.session, timeout=5.0)
+        return None
+
+
+class _Following:
+    """A request body that follows a growing blob from its start until it is complete."""
+
+    PIECE = 1 << 20
+    POLL = 0.5  # seconds between looks at the cancellation while waiting for the writer
+
+    def __init__(self, source: GrowingSource, progress: Progress, cancel: Cancellation) -> None:
+        self.source = source
+        self.progress = progress
+        self.cancel = cancel
+        self.sent = 0
+        self.abandoned = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        # Iterable again from the start: the auth flow re-sends the body after a token refresh.
+        self.progress(-self.sent)
+        self.sent = 0
+        with self.source.open() as handle:
+            while True:
+                self.cancel.check()
+                # Complete before the size is read: then that size is the final one.
+                complete = self.source.digest is not None
+                available = self.source.wait(self.sent, 0 if complete else self.POLL)
+                if self.source.failed:
+                    # End the body cleanly rather than break the connection: the registry then
+                    # knows where the session stands, and lets it be cancelled.
+                    self.abandoned = True
+                    return
+                if available > self.sent:
+                    data = handle.read(min(self.PIECE, available - self.sent))
+                    if not data:
+                        raise SourceAbandoned("the layer's file is shorter than written")
+                    self.sent += len(data)
+                    self.progress(len(data))
+                    yield data
+                elif complete:
+                    return
 
 
 def _chunk_size(client: RegistryClient, requested: int | None, blob_size: int) -> int:
@@ -455,7 +566,9 @@ __all__ = [
     "BlobSource",
     "Cancellation",
     "CorruptBlob",
+    "GrowingSource",
     "Outcome",
     "UploadCancelled",
     "push_blob",
+    "stream_growing",
 ]
