@@ -1,58 +1,39 @@
-"""The ``skiff`` command: parse, call, print, map errors to exit codes (DESIGN §1). Nothing else."""
+"""The ``skiff`` command: parse, call, print, map errors to exit codes (DESIGN §1). Nothing else.
+
+The parser is the standard library's argparse, and every command imports what it needs only
+when it runs: a rejected push must answer in a fraction of a second, interpreter start included,
+and a CLI framework (or the builder, pydantic, rich) imported up front would cost most of that.
+"""
 
 from __future__ import annotations
 
-import getpass
-import logging
+import argparse
 import os
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
-
-import typer
+from typing import TYPE_CHECKING, NoReturn
 
 from skiff import __version__
-from skiff.errors import (
-    BuildFailed,
-    DestinationRejected,
-    InvalidInput,
-    SkiffError,
-    UploadFailed,
-)
-from skiff.preflight import Severity, run_preflight
-from skiff.reference import parse as parse_reference
-from skiff.ui import (
-    CheckPrinter,
-    PushProgress,
-    human_bytes,
-    print_error,
-    print_json,
-    print_report_footer,
-    safe,
-    stderr_console,
-)
+from skiff.errors import BuildFailed, DestinationRejected, InvalidInput, SkiffError, UploadFailed
 
 if TYPE_CHECKING:
-    # The builder pulls in pydantic and the image code: imported only by the commands that
-    # build, so that `skiff check` starts (and rejects a bad destination) fast.
+    from skiff.image.oci import Platform
     from skiff.image.options import BuildOptions
+    from skiff.ui import Console
 
 EXIT_OK, EXIT_ERROR, EXIT_INPUT, EXIT_REJECTED, EXIT_BUILD, EXIT_UPLOAD = 0, 1, 2, 3, 4, 5
 EXIT_INTERRUPTED = 130
 
-app = typer.Typer(
-    name="skiff",
-    help="Build Cog models into OCI images without Docker, and push them to any registry — "
-    "checking the destination first.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
+DESCRIPTION = (
+    "Build Cog models into OCI images without Docker, and push them to any registry — "
+    "checking the destination first."
 )
-
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
-DebugFlag = Annotated[
-    bool, typer.Option("--debug", help="Log every HTTP request to stderr (never credentials).")
-]
+EPILOG = (
+    "exit codes: 0 success, 1 unexpected error, 2 invalid input (reference, cog.yaml, flags), "
+    "3 destination rejected, 4 build failed, 5 upload failed, 130 interrupted. "
+    "Run 'skiff COMMAND --help' for a command's options."
+)
 
 
 def exit_code(error: SkiffError) -> int:
@@ -67,15 +48,25 @@ def exit_code(error: SkiffError) -> int:
     return EXIT_ERROR
 
 
+def _console() -> Console:
+    from skiff.ui import stderr_console
+
+    return stderr_console()
+
+
 def fail(error: SkiffError, as_json: bool) -> NoReturn:
+    from skiff.ui import print_error, print_json
+
     if as_json:
         print_json({"ok": False, "error": error.message, "hint": error.hint})
-    print_error(stderr_console(), error.message, error.hint)
-    raise typer.Exit(exit_code(error))
+    print_error(_console(), error.message, error.hint)
+    raise SystemExit(exit_code(error))
 
 
 def _debug_logging(enabled: bool) -> None:
     if enabled:
+        import logging
+
         logging.basicConfig(
             stream=sys.stderr, level=logging.INFO, format="debug: %(name)s: %(message)s"
         )
@@ -84,54 +75,46 @@ def _debug_logging(enabled: bool) -> None:
         logging.getLogger("skiff").setLevel(logging.DEBUG)
 
 
-@app.command()
-def check(
-    reference: Annotated[
-        str, typer.Argument(help="Where the image would go, e.g. ghcr.io/me/model:v1")
-    ],
-    directory: Annotated[
-        Path, typer.Option("--dir", "-C", help="Model folder whose cog.yaml is checked too.")
-    ] = Path("."),
-    as_json: JsonFlag = False,
-    debug: DebugFlag = False,
-) -> None:
+# -- commands: each takes the parsed arguments and returns the exit code ----------------------
+
+
+def check(args: argparse.Namespace) -> int:
     """Check that REFERENCE can be pushed to, without pushing anything."""
-    _debug_logging(debug)
-    console = stderr_console()
-    if not as_json:
-        console.print(f"Checking [bold]{safe(reference)}[/]")
+    from skiff.preflight import Severity, run_preflight
+    from skiff.ui import CheckPrinter, print_json, print_report_footer, safe
+
+    _debug_logging(args.debug)
+    console = _console()
+    if not args.json:
+        console.print("Checking ", (safe(args.reference), "bold"))
     report = run_preflight(
-        reference, model_dir=directory, on_result=None if as_json else CheckPrinter(console)
+        args.reference, model_dir=args.dir,
+        on_result=None if args.json else CheckPrinter(console),
     )
-    if as_json:
+    if args.json:
         print_json(report.to_json())
     else:
         print_report_footer(console, report, f"ready: skiff push {report.reference}")
     failure = report.failure
     if failure is None:
-        raise typer.Exit(EXIT_OK)
-    raise typer.Exit(EXIT_INPUT if failure.severity is Severity.INPUT else EXIT_REJECTED)
+        return EXIT_OK
+    return EXIT_INPUT if failure.severity is Severity.INPUT else EXIT_REJECTED
 
 
-@app.command()
-def login(
-    registry: Annotated[str, typer.Argument(help="Registry host, e.g. ghcr.io or localhost:5000")],
-    username: Annotated[str | None, typer.Option("--username", "-u", help="User name.")] = None,
-    password_stdin: Annotated[
-        bool, typer.Option("--password-stdin", help="Read the password or token from stdin.")
-    ] = False,
-    debug: DebugFlag = False,
-) -> None:
+def login(args: argparse.Namespace) -> int:
     """Verify credentials against REGISTRY, then store them like docker login does."""
-    from skiff.login import login as do_login
+    import getpass
 
-    _debug_logging(debug)
-    console = stderr_console()
+    from skiff.login import login as do_login
+    from skiff.ui import safe
+
+    _debug_logging(args.debug)
+    username: str | None = args.username
     if username is None:
-        if not sys.stdin.isatty() or password_stdin:
+        if not sys.stdin.isatty() or args.password_stdin:
             fail(InvalidInput("a username is required", "pass it with -u USERNAME"), False)
         username = input("Username: ").strip()
-    if password_stdin:
+    if args.password_stdin:
         password = sys.stdin.read().rstrip("\r\n")
     elif sys.stdin.isatty():
         password = getpass.getpass("Password: ")
@@ -144,109 +127,85 @@ def login(
             False,
         )
     try:
-        result = do_login(registry, username, password)
+        result = do_login(args.registry, username, password)
     except SkiffError as exc:
         fail(exc, False)
-    console.print(
+    _console().print(
         safe(f"Login succeeded: {result.username} at {result.registry} "
              f"(saved in {result.stored_in})")
     )
-
-
-BaseImageOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--base-image",
-        envvar="SKIFF_BASE_IMAGE",
-        help="Base image (default: python:X.Y-slim for cog.yaml's python_version).",
-    ),
-]
-PlatformOpt = Annotated[
-    str, typer.Option("--platform", help="Target platform: linux/amd64 or linux/arm64.")
-]
-DirOpt = Annotated[Path, typer.Option("--dir", "-C", help="Model folder (with cog.yaml).")]
-PullOpt = Annotated[
-    bool, typer.Option("--pull", help="Ask the registry for the base image again.")
-]
-SecretOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--secret",
-        metavar="id=ID,src=FILE",
-        help="id=ID,src=FILE: a secret for build steps that mount it (never stored in the image).",
-    ),
-]
+    return EXIT_OK
 
 
 def _build_options(
-    base_image: str | None,
-    platform: str,
-    pull: bool,
-    tag: str | None = None,
-    secrets: list[str] | None = None,
+    args: argparse.Namespace, tag: str | None = None, *, as_json: bool = False
 ) -> BuildOptions:
-    from skiff.image.oci import Platform
+    """The build's options from the flags, checked before any work starts. The secrets' parser
+    lives with the build steps, whose module is imported only when a secret is given."""
     from skiff.image.options import BuildOptions
-    from skiff.image.steps import parse_secret
 
-    try:
-        secret_files = dict(parse_secret(text) for text in secrets or [])
-    except SkiffError as exc:
-        fail(exc, False)
-
-    try:
-        parsed = Platform.parse(platform)
-    except SkiffError as exc:
-        fail(InvalidInput(exc.message, exc.hint), False)
-    if parsed.os != "linux" or parsed.architecture not in ("amd64", "arm64"):
-        fail(
-            InvalidInput(
-                f"unsupported platform {platform!r}", "use linux/amd64 or linux/arm64"
-            ),
-            False,
-        )
+    secrets: dict[str, Path] = {}
+    for text in args.secret or []:
+        secret_id, source = _parse_secret(text, as_json)
+        secrets[secret_id] = source
     return BuildOptions(
-        base_image=base_image, platform=parsed, refresh_base=pull, tag=tag, secrets=secret_files
+        base_image=args.base_image or None,
+        platform=_parse_platform(args.platform, as_json),
+        refresh_base=args.pull,
+        tag=tag,
+        secrets=secrets,
     )
 
 
-@app.command()
-def build(
-    tag: Annotated[
-        str | None, typer.Option("--tag", "-t", help="Name the image in the cache.")
-    ] = None,
-    output_layout: Annotated[
-        Path | None,
-        typer.Option("--output-layout", help="Also export the image as an OCI layout here."),
-    ] = None,
-    directory: DirOpt = Path("."),
-    base_image: BaseImageOpt = None,
-    platform: PlatformOpt = "linux/amd64",
-    pull: PullOpt = False,
-    secret: SecretOpt = None,
-    debug: DebugFlag = False,
-) -> None:
+def _parse_platform(text: str, as_json: bool) -> Platform:
+    from skiff.image.oci import Platform
+
+    try:
+        parsed = Platform.parse(text)
+    except SkiffError as exc:
+        fail(InvalidInput(exc.message, exc.hint), as_json)
+    if parsed.os != "linux" or parsed.architecture not in ("amd64", "arm64"):
+        fail(
+            InvalidInput(f"unsupported platform {text!r}", "use linux/amd64 or linux/arm64"),
+            as_json,
+        )
+    return parsed
+
+
+def _parse_secret(text: str, as_json: bool) -> tuple[str, Path]:
+    from skiff.image.steps import parse_secret
+
+    try:
+        return parse_secret(text)
+    except SkiffError as exc:
+        fail(exc, as_json)
+
+
+def build(args: argparse.Namespace) -> int:
     """Build the image from cog.yaml into the local cache (no Docker needed)."""
     from skiff.image.builder import Builder
     from skiff.image.layout import default_layout
+    from skiff.reference import parse as parse_reference
+    from skiff.ui import human_bytes, print_warning, safe
 
-    _debug_logging(debug)
-    console = stderr_console()
-    name = tag
+    _debug_logging(args.debug)
+    console = _console()
+    name: str | None = args.tag
     if name is not None:
         try:
             name = str(parse_reference(name))
         except SkiffError as exc:
             fail(exc, False)
-    options = _build_options(base_image, platform, pull, name or "latest-build", secret)
+    options = _build_options(args, name or "latest-build")
+    output_layout: Path | None = args.output_layout
     try:
         layout = default_layout()
         image = Builder(
-            directory, options, layout=layout,
+            args.dir, options, layout=layout,
             on_status=lambda text: console.print(f"  {safe(text)}"),
         ).build()
         for warning in image.warnings:
-            console.print(f"[yellow]warning:[/] {safe(warning)}")
+            print_warning(console, warning)
         if output_layout is not None:
             layout.export(options.tag or "latest-build", output_layout)
     except SkiffError as exc:
@@ -262,54 +221,44 @@ def build(
         )
     if output_layout is not None:
         console.print(safe(f"exported to {output_layout} (oci:{output_layout}:{options.tag})"))
+    return EXIT_OK
 
 
-@app.command()
-def push(
-    reference: Annotated[
-        str | None,
-        typer.Argument(help="Destination, e.g. r8.im/me/model; default: image: in cog.yaml"),
-    ] = None,
-    directory: DirOpt = Path("."),
-    base_image: BaseImageOpt = None,
-    platform: PlatformOpt = "linux/amd64",
-    pull: PullOpt = False,
-    secret: SecretOpt = None,
-    as_json: JsonFlag = False,
-    debug: DebugFlag = False,
-) -> None:
+def push(args: argparse.Namespace) -> int:
     """Check the destination, build, and upload only what the registry lacks."""
     from skiff.push import PreflightInvalid, PreflightRejected, PushOptions
     from skiff.push import push as do_push
+    from skiff.ui import PushProgress, human_bytes, print_error, print_json, print_warning, safe
 
-    _debug_logging(debug)
-    console = stderr_console()
+    as_json: bool = args.json
+    _debug_logging(args.debug)
+    console = _console()
+    reference: str | None = args.reference
     if reference is None:
-        reference = _reference_from_config(directory, as_json)
-    options = PushOptions(build=_build_options(base_image, platform, pull, secrets=secret))
+        reference = _reference_from_config(args.dir, as_json)
+    options = PushOptions(build=_build_options(args, as_json=as_json))
     if not as_json:
-        console.print(f"Pushing [bold]{safe(reference)}[/]")
-    events = PushProgress(console, show_checks=not as_json) if not as_json else None
+        console.print("Pushing ", (safe(reference), "bold"))
+    events = PushProgress(console, show_checks=True) if not as_json else None
     try:
         if events is not None:
             with events:
-                result = do_push(directory, reference, options, events=events)
+                result = do_push(args.dir, reference, options, events=events)
         else:
-            result = do_push(directory, reference, options)
+            result = do_push(args.dir, reference, options)
     except (PreflightRejected, PreflightInvalid) as exc:
         if as_json:
-            document = exc.report.to_json()
-            print_json(document)
+            print_json(exc.report.to_json())
         else:
             print_error(console, exc.message, exc.hint)
-        raise typer.Exit(exit_code(exc)) from None
+        return exit_code(exc)
     except SkiffError as exc:
         fail(exc, as_json)
     if as_json:
         print_json(result.to_json())
-        return
+        return EXIT_OK
     for warning in result.warnings:
-        console.print(f"[yellow]warning:[/] {safe(warning)}")
+        print_warning(console, warning)
     counts: dict[str, int] = {}
     for layer in result.layers:
         counts[str(layer.outcome)] = counts.get(str(layer.outcome), 0) + 1
@@ -318,7 +267,8 @@ def push(
         f"pushed in {result.elapsed_s:.1f} s: {human_bytes(result.bytes_uploaded)} uploaded "
         f"({summary})"
     )
-    typer.echo(result.pinned)
+    print(result.pinned, flush=True)
+    return EXIT_OK
 
 
 def _reference_from_config(directory: Path, as_json: bool) -> str:
@@ -338,87 +288,224 @@ def _reference_from_config(directory: Path, as_json: bool) -> str:
     return cfg.image
 
 
-@app.command()
-def predict(
-    inputs: Annotated[
-        list[str] | None,
-        typer.Option("--input", "-i", help="NAME=VALUE, or NAME=@path for a file input."),
-    ] = None,
-    directory: DirOpt = Path("."),
-    output_dir: Annotated[
-        Path, typer.Option("--output", "-o", help="Where file outputs are written.")
-    ] = Path("."),
-) -> None:
+def predict(args: argparse.Namespace) -> int:
     """Run one prediction locally with Cog's API (the model's imports must be installed)."""
     from skiff import local
 
     try:
-        status = local.predict(directory, inputs or [], output_dir)
+        return local.predict(args.dir, args.input or [], args.output)
     except SkiffError as exc:
         fail(exc, False)
-    raise typer.Exit(status)
 
 
-@app.command()
-def serve(
-    port: Annotated[int, typer.Option("--port", "-p", help="Port to listen on.")] = 5000,
-    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
-    directory: DirOpt = Path("."),
-) -> None:
+def serve(args: argparse.Namespace) -> int:
     """Serve Cog's HTTP API locally (POST /predictions, GET /openapi.json, ...)."""
     from skiff import local
 
     try:
-        status = local.serve(directory, port, host)
+        return local.serve(args.dir, args.port, args.host)
     except SkiffError as exc:
         fail(exc, False)
-    raise typer.Exit(status)
 
 
-@app.command()
-def init(directory: DirOpt = Path(".")) -> None:
+def init(args: argparse.Namespace) -> int:
     """Write a starter cog.yaml and predict.py."""
     from skiff import local
 
     try:
-        written = local.init(directory)
+        written = local.init(args.dir)
     except SkiffError as exc:
         fail(exc, False)
+    console = _console()
     for path in written:
-        stderr_console().print(f"wrote {path}")
+        console.print(f"wrote {path}")
+    return EXIT_OK
 
 
-@app.command()
-def version() -> None:
+def version(args: argparse.Namespace) -> int:
     """Print skiff's version."""
-    typer.echo(__version__)
+    print(__version__, flush=True)
+    return EXIT_OK
+
+
+# -- the parser --------------------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with the usage errors of a CLI that says where to look next (exit 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(
+            EXIT_INPUT, f"error: {message}\nfix: run '{self.prog} --help' for the options\n"
+        )
+
+
+class _Formatter(argparse.HelpFormatter):
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=32)
+
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _command(commands: argparse._SubParsersAction[_Parser], function: Command) -> _Parser:
+    doc = (function.__doc__ or "").strip()
+    parser = commands.add_parser(
+        function.__name__, help=doc, description=doc,
+        formatter_class=_Formatter, allow_abbrev=False,
+    )
+    parser.set_defaults(command=function, parser=parser)
+    return parser
+
+
+def _dir(parser: argparse.ArgumentParser, help_text: str = "Model folder, with cog.yaml") -> None:
+    parser.add_argument(
+        "-C", "--dir", type=Path, default=Path("."), metavar="DIR",
+        help=f"{help_text} (default: .).",
+    )
+
+
+def _json(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="Print one JSON document on stdout.")
+
+
+def _debug(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--debug", action="store_true",
+        help="Log every HTTP request to stderr (never credentials).",
+    )
+
+
+def _build_flags(parser: argparse.ArgumentParser) -> None:
+    _dir(parser)
+    parser.add_argument(
+        "--base-image", metavar="IMAGE", default=os.environ.get("SKIFF_BASE_IMAGE") or None,
+        help="Base image (default: python:X.Y-slim for cog.yaml's python_version; "
+        "env: SKIFF_BASE_IMAGE).",
+    )
+    parser.add_argument(
+        "--platform", default="linux/amd64", metavar="OS/ARCH",
+        help="Target platform: linux/amd64 or linux/arm64 (default: linux/amd64).",
+    )
+    parser.add_argument(
+        "--pull", action="store_true", help="Ask the registry for the base image again."
+    )
+    parser.add_argument(
+        "--secret", action="append", metavar="id=ID,src=FILE",
+        help="A secret for build steps that mount it (never stored in the image); repeatable.",
+    )
+
+
+def parser() -> argparse.ArgumentParser:
+    """The whole command line: cheap to build (no imports), so it is built on every run."""
+    root = _Parser(
+        prog="skiff", description=DESCRIPTION, epilog=EPILOG, formatter_class=_Formatter,
+        allow_abbrev=False,
+    )
+    commands = root.add_subparsers(title="commands", metavar="COMMAND", parser_class=_Parser)
+
+    p = _command(commands, check)
+    p.add_argument(
+        "reference", metavar="REFERENCE", help="Where the image would go, e.g. ghcr.io/me/model:v1"
+    )
+    _dir(p, "Model folder whose cog.yaml is checked too")
+    _json(p)
+    _debug(p)
+
+    p = _command(commands, login)
+    p.add_argument(
+        "registry", metavar="REGISTRY", help="Registry host, e.g. ghcr.io or localhost:5000"
+    )
+    p.add_argument("-u", "--username", help="User name.")
+    p.add_argument(
+        "--password-stdin", action="store_true", help="Read the password or token from stdin."
+    )
+    _debug(p)
+
+    p = _command(commands, build)
+    p.add_argument("-t", "--tag", metavar="NAME", help="Name the image in the cache.")
+    p.add_argument(
+        "--output-layout", type=Path, metavar="DIR",
+        help="Also export the image as an OCI layout here.",
+    )
+    _build_flags(p)
+    _debug(p)
+
+    p = _command(commands, push)
+    p.add_argument(
+        "reference", nargs="?", metavar="REFERENCE",
+        help="Destination, e.g. r8.im/me/model (default: image: in cog.yaml)",
+    )
+    _build_flags(p)
+    _json(p)
+    _debug(p)
+
+    p = _command(commands, predict)
+    p.add_argument(
+        "-i", "--input", action="append", metavar="NAME=VALUE",
+        help="An input: NAME=VALUE, or NAME=@path for a file input; repeatable.",
+    )
+    _dir(p)
+    p.add_argument(
+        "-o", "--output", type=Path, default=Path("."), metavar="DIR",
+        help="Where file outputs are written (default: .).",
+    )
+
+    p = _command(commands, serve)
+    p.add_argument(
+        "-p", "--port", type=int, default=5000, help="Port to listen on (default: 5000)."
+    )
+    p.add_argument(
+        "--host", default="127.0.0.1", help="Address to listen on (default: 127.0.0.1)."
+    )
+    _dir(p)
+
+    p = _command(commands, init)
+    _dir(p)
+
+    _command(commands, version)
+    return root
+
+
+def run(argv: Sequence[str]) -> int:
+    """Parse ``argv`` (without the program name) and run the command; returns the exit code."""
+    cli = parser()
+    if not argv:
+        cli.print_help(sys.stderr)
+        return EXIT_INPUT
+    # Unknown flags are reported by the command's own parser, whose usage is the one that helps.
+    args, unknown = cli.parse_known_args(argv)
+    if unknown:
+        args.parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    command: Command = args.command
+    return command(args)
 
 
 def main() -> None:
     """Console entry point: no traceback ever reaches the user, and Ctrl-C exits 130 at once."""
     as_json = "--json" in sys.argv[1:]
     try:
-        app()
+        code = run(sys.argv[1:])
     except KeyboardInterrupt:
-        # Typer turns a Ctrl-C inside a command into exit 130 itself (the push has cancelled
-        # its uploads by then); this covers one that lands outside a command. Worker threads
+        # A push has cancelled its uploads by the time the interrupt reaches here. Worker threads
         # blocked in a send must not keep the process alive, so leave without waiting.
         sys.stderr.write("interrupted\n")
         sys.stderr.flush()
         sys.stdout.flush()
         os._exit(EXIT_INTERRUPTED)
     except SkiffError as exc:
-        if as_json:
-            print_json({"ok": False, "error": exc.message, "hint": exc.hint})
-        print_error(stderr_console(), exc.message, exc.hint)
-        sys.exit(exit_code(exc))
+        fail(exc, as_json)
     except Exception as exc:  # the last line of defence: a bug, reported as one
+        from skiff.ui import print_error, print_json
+
         message = f"internal error: {type(exc).__name__}: {exc}"
         hint = "this is a bug in skiff; please report it with the command you ran"
         if as_json:
             print_json({"ok": False, "error": message, "hint": hint})
-        print_error(stderr_console(), message, hint)
+        print_error(_console(), message, hint)
         sys.exit(EXIT_ERROR)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -1,31 +1,40 @@
-"""Rendering for people: check lists, errors and hints on stderr (JSON goes to stdout instead)."""
+"""Rendering for people: check lists, errors and hints on stderr (JSON goes to stdout instead).
+
+rich is imported only when stderr is a terminal (colour, live progress bars): the plain output
+a pipe or a log file gets costs nothing to produce, and a rejected push answers sooner for it.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
-from typing import Any
-
-from rich.console import Console
-from rich.markup import escape
+from typing import TYPE_CHECKING, Any, TextIO
 
 from skiff.preflight import CheckResult, Report, Status
 
+if TYPE_CHECKING:
+    import rich.console
+
+# A piece of a line: plain text, or (text, rich style). Text is never parsed as markup, so what
+# registries write into our messages is shown as it is.
+Segment = str | tuple[str, str]
+
 _MARKS = {
-    Status.OK: ("[green]✓[/]", "ok"),
-    Status.FAILED: ("[red]✗[/]", "FAILED"),
-    Status.SKIPPED: ("[dim]-[/]", "skipped"),
+    Status.OK: ("✓", "green", "ok"),
+    Status.FAILED: ("✗", "red", "FAILED"),
+    Status.SKIPPED: ("-", "dim", "skipped"),
 }
 
 
 def safe(text: str) -> str:
-    """``text`` ready for rich: markup escaped, control characters shown as ``\\xNN``.
+    """``text`` with control characters shown as ``\\xNN``.
 
     Registries write part of our messages (their error bodies); they must not drive the user's
     terminal with escape sequences or fake lines of our own. Line breaks (a tool's output quoted
     in an error) are kept, but indented, so that they read as the quote they are.
     """
-    shown = "\n    ".join(
+    return "\n    ".join(
         "".join(
             char if char.isprintable() else f"\\x{ord(char):02x}" if ord(char) < 0x100
             else f"\\u{ord(char):04x}"
@@ -33,12 +42,59 @@ def safe(text: str) -> str:
         )
         for line in text.rstrip("\n").split("\n")
     )
-    return escape(shown)
+
+
+def _is_terminal(file: TextIO) -> bool:
+    """rich's own rule (TTY_COMPATIBLE, FORCE_COLOR, then isatty), decided without rich."""
+    tty_compatible = os.environ.get("TTY_COMPATIBLE", "")
+    if tty_compatible in ("0", "1"):
+        return tty_compatible == "1"
+    force_color = os.environ.get("FORCE_COLOR")
+    if force_color is not None:
+        return force_color != ""
+    try:
+        return file.isatty()
+    except (AttributeError, ValueError):  # no isatty, or a closed file
+        return False
+
+
+class Console:
+    """Lines for people on stderr: plain text to a pipe or a file; colour on a terminal."""
+
+    def __init__(self, file: TextIO | None = None) -> None:
+        self._file = file
+        self.is_terminal = _is_terminal(self.file)
+        self._rich: rich.console.Console | None = None
+
+    @property
+    def file(self) -> TextIO:
+        return self._file or sys.stderr
+
+    def print(self, *segments: Segment) -> None:
+        if not self.is_terminal:
+            text = "".join(s if isinstance(s, str) else s[0] for s in segments)
+            self.file.write(text + "\n")
+            self.file.flush()
+            return
+        from rich.text import Text
+
+        self.rich().print(Text.assemble(*segments))
+
+    def rich(self) -> rich.console.Console:
+        """The rich console behind a terminal (one, so that live progress and lines mix)."""
+        if self._rich is None:
+            from rich.console import Console as RichConsole
+
+            # highlight=False: rich would otherwise colour numbers and paths at random.
+            self._rich = RichConsole(
+                file=self._file, stderr=self._file is None, highlight=False, soft_wrap=True,
+                force_terminal=self.is_terminal,
+            )
+        return self._rich
 
 
 def stderr_console() -> Console:
-    # highlight=False: rich would otherwise colour numbers and paths in our messages at random.
-    return Console(stderr=True, highlight=False, soft_wrap=True)
+    return Console()
 
 
 class CheckPrinter:
@@ -48,28 +104,35 @@ class CheckPrinter:
         self.console = console
 
     def __call__(self, result: CheckResult) -> None:
-        mark, word = _MARKS[result.status]
-        if not self.console.is_terminal:
-            mark = f"{word:<7}"
+        mark, colour, word = _MARKS[result.status]
+        shown: Segment = (mark, colour) if self.console.is_terminal else f"{word:<7}"
         ms = f"{result.elapsed_ms:.0f} ms"
-        text = safe(result.message)
-        style = "dim" if result.status is Status.SKIPPED else ""
-        line = f"  {mark} {result.name:<16} {text}  [dim]{ms}[/]"
-        self.console.print(f"[{style}]{line}[/]" if style else line)
+        if result.status is Status.SKIPPED:
+            self.console.print(
+                "  ", shown, (f" {result.name:<16} {safe(result.message)}  {ms}", "dim")
+            )
+        else:
+            self.console.print(
+                "  ", shown, f" {result.name:<16} {safe(result.message)}  ", (ms, "dim")
+            )
 
 
 def print_report_footer(console: Console, report: Report, success: str) -> None:
     failure = report.failure
     if failure is None:
-        console.print(f"[green]{safe(success)}[/] [dim]({report.elapsed_ms:.0f} ms)[/]")
+        console.print((safe(success), "green"), " ", (f"({report.elapsed_ms:.0f} ms)", "dim"))
         return
     print_error(console, failure.message, failure.hint)
 
 
 def print_error(console: Console, message: str, hint: str | None) -> None:
-    console.print(f"[red bold]error:[/] {safe(message)}")
+    console.print(("error:", "red bold"), f" {safe(message)}")
     if hint:
-        console.print(f"[yellow]fix:[/] {safe(hint)}")
+        console.print(("fix:", "yellow"), f" {safe(hint)}")
+
+
+def print_warning(console: Console, message: str) -> None:
+    console.print(("warning:", "yellow"), f" {safe(message)}")
 
 
 def print_json(document: dict[str, Any]) -> None:
@@ -94,43 +157,42 @@ class PushProgress:
     """Push events for people: live bars on a terminal, one plain line per event otherwise."""
 
     def __init__(self, console: Console, *, show_checks: bool = True) -> None:
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-            TransferSpeedColumn,
-        )
-
         self.console = console
         self.checks = CheckPrinter(console) if show_checks else None
         self.live = console.is_terminal
-        self.progress = Progress(
-            TextColumn("  {task.description}"),
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
-            console=console,
-            transient=False,
-        )
+        self.progress: Any = None  # rich's Progress, made when the first bar is drawn
         self.tasks: dict[object, Any] = {}
         self.total: Any = None
-        self._started = False
 
     def __enter__(self) -> PushProgress:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._started:
+        if self.progress is not None:
             self.progress.stop()
 
     def _ensure(self) -> None:
-        if self.live and not self._started:
+        if self.live and self.progress is None:
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+                TransferSpeedColumn,
+            )
+
+            self.progress = Progress(
+                TextColumn("  {task.description}"),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                TimeRemainingColumn(),
+                console=self.console.rich(),
+                transient=False,
+            )
             self.progress.start()
             self.total = self.progress.add_task("total", total=0)
-            self._started = True
 
     def check(self, result: CheckResult) -> None:
         if self.checks is not None:
