@@ -261,13 +261,28 @@ def test_malformed_reference_is_input_error(text: str, suggestion: str | None) -
     assert all(r.status is Status.SKIPPED for r in report.results[1:])
 
 
-def test_invalid_cog_yaml_is_input_error_before_any_network(tmp_path: Path) -> None:
+def test_invalid_cog_yaml_is_input_error_once_the_destination_is_known(
+    plain_registry: RegistryServer, tmp_path: Path
+) -> None:
     (tmp_path / "cog.yaml").write_text("build:\n  python_version: [\n")
-    report = preflight("127.0.0.1:1/a/b", model_dir=tmp_path)
+    report = preflight(f"{plain_registry.host}/a/b", model_dir=tmp_path)
     failure = report.failure
     assert failure is not None and failure.name == "cog.yaml"
     assert failure.severity is Severity.INPUT
-    assert statuses(report)["registry"] is Status.SKIPPED
+    assert statuses(report)["write access"] is Status.OK
+    assert plain_registry.manifests("a/b") == []  # the dry push left nothing behind
+
+
+def test_rejected_destination_is_told_before_cog_yaml_is_read(tmp_path: Path) -> None:
+    """Validating cog.yaml costs its schema's import; a rejected destination answers first."""
+    (tmp_path / "cog.yaml").write_text("build:\n  python_version: [\n")
+    report = preflight("127.0.0.1:1/a/b", model_dir=tmp_path)
+    failure = report.failure
+    assert failure is not None and failure.name == "registry"
+    assert failure.severity is Severity.DESTINATION
+    assert statuses(report)["cog.yaml"] is Status.SKIPPED
+    names = [result.name for result in report.results]
+    assert names.index("cog.yaml") > names.index("tag")
 
 
 # -- plugins hook in ---------------------------------------------------------------------------
@@ -299,9 +314,13 @@ class ExtraCheck:
         return "extra ran after the built-ins"
 
 
-def test_platform_check_runs_last_and_refines_failures(plain_registry: RegistryServer) -> None:
+def test_platform_check_runs_after_the_registrys_and_refines_failures(
+    plain_registry: RegistryServer,
+) -> None:
     report = preflight(f"{plain_registry.host}/a/b", platforms=[Recorder()])
-    assert [r.name for r in report.results][-1] == "extra"
+    # The destination's checks, the platform's (a rejection is told before cog.yaml is read),
+    # then the model folder's.
+    assert [r.name for r in report.results][-3:] == ["tag", "extra", "cog.yaml"]
     assert report.ok
     push_tiny_image(plain_registry, "a/b")
     report = preflight(f"{plain_registry.host}/a/b", platforms=[Recorder()])
@@ -412,8 +431,8 @@ class CrashingCheck:
 def test_a_plugins_bugs_do_not_stop_the_check(plain_registry: RegistryServer) -> None:
     report = preflight(f"{plain_registry.host}/a/b", platforms=[Crashing()])
     assert report.ok
-    buggy = report.results[-1]
-    assert buggy.name == "buggy" and buggy.status is Status.SKIPPED
+    buggy = next(result for result in report.results if result.name == "buggy")
+    assert buggy.status is Status.SKIPPED
     assert "crashed" in buggy.message and "ZeroDivisionError" in buggy.message
     # A failure keeps its own message and hint when the plugin's refine crashes.
     plain = preflight("127.0.0.1:1/a/b", platforms=[]).failure

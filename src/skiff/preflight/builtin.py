@@ -218,13 +218,25 @@ class TagState:
         return f"{ref.identifier} exists{digest} and will be replaced"
 
 
-def builtin_checks() -> list[Check]:
+def destination_checks() -> list[Check]:
+    """What the registry will say, in the order each needs the one before."""
     return [
         ReferenceSyntax(),
-        LocalModel(),
         Reachable(),
         CredentialsAccepted(),
         TokenScope(),
         WriteProbe(),
         TagState(),
     ]
+
+
+def model_checks() -> list[Check]:
+    """The model folder's own checks. They run after the destination's (and its platform's):
+    validating cog.yaml means importing its schema (pydantic), which costs more than the
+    registry's answers to a healthy registry, and a rejected destination must be told at once.
+    Either failure stops the push before any build work, so the user learns the same."""
+    return [LocalModel()]
+
+
+def builtin_checks() -> list[Check]:
+    return [*destination_checks(), *model_checks()]

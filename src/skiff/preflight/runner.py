@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from skiff.errors import SkiffError
-from skiff.preflight.builtin import builtin_checks
+from skiff.preflight.builtin import destination_checks, model_checks
 from skiff.preflight.check import (
     Check,
     CheckFailed,
@@ -22,7 +22,7 @@ from skiff.preflight.check import (
     Status,
 )
 from skiff.preflight.plugins import load_extensions
-from skiff.registry.transport import TransportOptions
+from skiff.registry.transport import TransportOptions, prepare_ssl_context
 
 # A registry that accepts the connection and then says nothing must not hold the user for long:
 # preflight's answers are small, and a healthy registry sends them in milliseconds.
@@ -74,10 +74,11 @@ def run_preflight(
     general, known_platforms = load_extensions() if platforms is None else ([], list(platforms))
     report = Report(reference=text)
     start = time.perf_counter()
-    checks: list[Check] = [*builtin_checks()]
+    checks: list[Check] = [*destination_checks()]
     pending_platform_checks = True
     extensions: set[int] = set()  # ids of third-party checks, whose bugs must not stop a push
     failed = False
+    trust_requested = False
     try:
         index = 0
         while index < len(checks):
@@ -88,6 +89,10 @@ def run_preflight(
             else:
                 result = _run_one(check, context, guarded=id(check) in extensions)
                 failed = result.status is Status.FAILED
+                if context.reference is not None and not trust_requested:
+                    # The CA store loads in the background while local checks run.
+                    trust_requested = True
+                    prepare_ssl_context(context.reference.repository.api_host, options)
             if result.status is Status.FAILED and context.reference is not None:
                 for platform in known_platforms:
                     if platform.matches(context.reference):
@@ -96,16 +101,19 @@ def run_preflight(
             if on_result is not None:
                 on_result(result)
             if index == len(checks) and pending_platform_checks:
-                # After the built-ins: the platform's own checks, then general extensions.
+                # After the destination's built-ins: the platform's own checks, the model
+                # folder's, then general extensions.
                 pending_platform_checks = False
                 added: list[Check] = []
                 if context.reference is not None:
                     for platform in known_platforms:
                         if platform.matches(context.reference):
                             added.extend(platform.checks())
-                added.extend(general)
                 extensions.update(id(c) for c in added)
                 checks.extend(added)
+                checks.extend(model_checks())
+                extensions.update(id(c) for c in general)
+                checks.extend(general)
                 checks.extend(extra_checks)
     finally:
         context.close()

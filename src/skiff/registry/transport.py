@@ -13,6 +13,7 @@ import ssl
 import threading
 import time
 from collections.abc import Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,27 +70,65 @@ def _replace(options: TransportOptions, overrides: dict[str, object]) -> Transpo
     return replace(options, **overrides)  # type: ignore[arg-type]
 
 
-_CONTEXTS: dict[tuple[str, TransportOptions], ssl.SSLContext] = {}
+# What a context's trust depends on: nothing else of the options (timeouts differ between a
+# preflight and an upload, and must not cost a second load of the system store).
+_TrustKey = tuple[str, bool, Path | None, Path]
+_CONTEXTS: dict[_TrustKey, Future[ssl.SSLContext]] = {}
 _CONTEXTS_LOCK = threading.Lock()
+
+
+def _trust_key(host: str, options: TransportOptions) -> _TrustKey:
+    return (host, options.is_insecure(host), options.ca_file, options.certs_dir)
 
 
 def ssl_context(host: str, options: TransportOptions) -> ssl.SSLContext:
     """The trust for one host: the system store (or SSL_CERT_FILE) plus Docker's certs.d for it.
 
     Loading the system store costs tens of milliseconds, a good part of a preflight's budget,
-    and a push opens several clients: one context per host and settings serves them all.
+    and a push opens several clients: one context per host and trust settings serves them all.
     """
-    key = (host, options)
+    return _context_future(host, options, background=False).result()
+
+
+def prepare_ssl_context(host: str, options: TransportOptions) -> None:
+    """Start loading the trust for ``host`` in a background thread, so that ``ssl_context``
+    finds it ready. OpenSSL reads the CA bundle without holding the GIL: the load overlaps with
+    whatever Python does meanwhile (imports, reading cog.yaml) instead of delaying the first
+    connection. Any error is raised by ``ssl_context``, where it would have been anyway."""
+    _context_future(host, options, background=True)
+
+
+def _context_future(
+    host: str, options: TransportOptions, *, background: bool
+) -> Future[ssl.SSLContext]:
+    key = _trust_key(host, options)
     with _CONTEXTS_LOCK:
-        context = _CONTEXTS.get(key)
-        if context is None:
-            context = _CONTEXTS[key] = _new_ssl_context(host, options)
-        return context
+        future = _CONTEXTS.get(key)
+        if future is not None:
+            return future
+        future = _CONTEXTS[key] = Future()
+    if background:
+        threading.Thread(
+            target=_fill, args=(future, host, options), name="skiff-tls-trust", daemon=True
+        ).start()
+    else:
+        _fill(future, host, options)
+    return future
+
+
+def _fill(future: Future[ssl.SSLContext], host: str, options: TransportOptions) -> None:
+    try:
+        future.set_result(_new_ssl_context(host, options))
+    except BaseException as exc:
+        with _CONTEXTS_LOCK:  # not remembered: the next client tries again (a file may appear)
+            _CONTEXTS.pop(_trust_key(host, options), None)
+        future.set_exception(exc)
 
 
 def _new_ssl_context(host: str, options: TransportOptions) -> ssl.SSLContext:
     if options.is_insecure(host):
-        context = ssl.create_default_context()
+        # Nothing is verified: loading the system store would only cost time.
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
         return context
