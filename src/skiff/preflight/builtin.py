@@ -6,10 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from skiff import reference as refs
-from skiff.auth import dockerconfig
 from skiff.errors import SkiffError
 from skiff.preflight.check import Check, CheckFailed, CheckSkipped, Context, Severity
-from skiff.registry.client import RegistryClient
 from skiff.registry.errors import (
     Denied,
     NotFound,
@@ -83,6 +81,11 @@ class Reachable:
     name: str = "registry"
 
     def run(self, context: Context) -> str:
+        # Imported here, not with preflight: by now the host's CA store is loading in the
+        # background, and these imports (httpx above all) overlap with it.
+        from skiff.auth import dockerconfig
+        from skiff.registry.client import RegistryClient
+
         ref = context.require_reference()
         if context.credentials is None:
             try:

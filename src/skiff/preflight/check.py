@@ -10,12 +10,16 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from skiff.auth.credentials import Credentials
 from skiff.reference import Reference
-from skiff.registry.client import Ping, RegistryClient
-from skiff.registry.transport import TransportOptions
+from skiff.registry.trust import TransportOptions
+
+if TYPE_CHECKING:
+    # The client pulls in httpx: imported by the checks that talk to the registry, once the
+    # host is known and its CA store is loading (see preflight.runner).
+    from skiff.auth.credentials import Credentials
+    from skiff.registry.client import Ping, RegistryClient
 
 
 class Status(enum.StrEnum):

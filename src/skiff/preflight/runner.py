@@ -22,7 +22,7 @@ from skiff.preflight.check import (
     Status,
 )
 from skiff.preflight.plugins import load_extensions
-from skiff.registry.transport import TransportOptions, prepare_ssl_context
+from skiff.registry.trust import TransportOptions, prepare_ssl_context
 
 # A registry that accepts the connection and then says nothing must not hold the user for long:
 # preflight's answers are small, and a healthy registry sends them in milliseconds.
@@ -71,7 +71,11 @@ def run_preflight(
     """Check that ``text`` names a destination skiff can push to, changing nothing there."""
     options = options or TransportOptions.from_env(read_timeout=PREFLIGHT_READ_TIMEOUT)
     context = Context(text=text, options=options, model_dir=model_dir)
-    general, known_platforms = load_extensions() if platforms is None else ([], list(platforms))
+    # Extensions load after the reference check (which needs none of them), while the CA store
+    # loads: a plugin may import httpx, which takes longer than the store.
+    extensions_loaded = False
+    general: list[Check] = []
+    known_platforms: list[Platform] = []
     report = Report(reference=text)
     start = time.perf_counter()
     checks: list[Check] = [*destination_checks()]
@@ -90,9 +94,14 @@ def run_preflight(
                 result = _run_one(check, context, guarded=id(check) in extensions)
                 failed = result.status is Status.FAILED
                 if context.reference is not None and not trust_requested:
-                    # The CA store loads in the background while local checks run.
+                    # The CA store loads in the background while the imports that follow run.
                     trust_requested = True
                     prepare_ssl_context(context.reference.repository.api_host, options)
+            if not extensions_loaded:
+                extensions_loaded = True
+                general, known_platforms = (
+                    load_extensions() if platforms is None else ([], list(platforms))
+                )
             if result.status is Status.FAILED and context.reference is not None:
                 for platform in known_platforms:
                     if platform.matches(context.reference):

@@ -8,7 +8,6 @@ skiff's own platforms register the same way, in its pyproject.toml.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 
 from skiff.preflight.check import Check, CheckSkipped, Context, Platform
 
@@ -27,6 +26,8 @@ class _BrokenExtension:
 
 
 def load_extensions() -> tuple[list[Check], list[Platform]]:
+    from importlib.metadata import entry_points  # reads every installed package's metadata
+
     checks: list[Check] = []
     platforms: list[Platform] = []
     for entry in sorted(entry_points(group=GROUP), key=lambda e: e.name):

@@ -1,0 +1,138 @@
+"""TLS trust per registry host, and the settings that shape every connection.
+
+Kept apart from the transport (and from httpx, slow to import): preflight starts loading the CA
+store in the background as soon as it knows the host, and the load overlaps with the imports
+that follow instead of delaying the first connection.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+
+from skiff.reference import is_loopback_host
+
+DEFAULT_CERTS_DIR = Path("/etc/docker/certs.d")
+
+
+@dataclass(frozen=True)
+class TransportOptions:
+    """Settings that shape every connection; ``from_env`` reads the documented variables."""
+
+    insecure_hosts: frozenset[str] = frozenset()
+    certs_dir: Path = DEFAULT_CERTS_DIR
+    ca_file: Path | None = None
+    connect_timeout: float = 2.5
+    read_timeout: float = 30.0
+    attempts: int = 3  # total tries of a retryable request
+    backoff: float = 0.25  # first retry delay in seconds, doubled each time
+    max_retry_delay: float = 10.0
+    extra_headers: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> TransportOptions:
+        hosts = frozenset(
+            h.strip().lower()
+            for h in os.environ.get("SKIFF_INSECURE_REGISTRIES", "").split(",")
+            if h.strip()
+        )
+        ca = os.environ.get("SSL_CERT_FILE")
+        base = cls(insecure_hosts=hosts, ca_file=Path(ca) if ca else None)
+        return _replace(base, overrides)
+
+    def is_insecure(self, host: str) -> bool:
+        """True if the user allowed plain HTTP and unverified TLS for this host."""
+        return host.lower() in self.insecure_hosts
+
+    def allows_plain_http(self, host: str) -> bool:
+        return is_loopback_host(host) or self.is_insecure(host)
+
+
+def _replace(options: TransportOptions, overrides: dict[str, object]) -> TransportOptions:
+    from dataclasses import replace
+
+    return replace(options, **overrides)  # type: ignore[arg-type]
+
+
+# What a context's trust depends on: nothing else of the options (timeouts differ between a
+# preflight and an upload, and must not cost a second load of the system store).
+_TrustKey = tuple[str, bool, Path | None, Path]
+_CONTEXTS: dict[_TrustKey, Future[ssl.SSLContext]] = {}
+_CONTEXTS_LOCK = threading.Lock()
+
+
+def _trust_key(host: str, options: TransportOptions) -> _TrustKey:
+    return (host, options.is_insecure(host), options.ca_file, options.certs_dir)
+
+
+def ssl_context(host: str, options: TransportOptions) -> ssl.SSLContext:
+    """The trust for one host: the system store (or SSL_CERT_FILE) plus Docker's certs.d for it.
+
+    Loading the system store costs tens of milliseconds, a good part of a preflight's budget,
+    and a push opens several clients: one context per host and trust settings serves them all.
+    """
+    return _context_future(host, options, background=False).result()
+
+
+def prepare_ssl_context(host: str, options: TransportOptions) -> None:
+    """Start loading the trust for ``host`` in a background thread, so that ``ssl_context``
+    finds it ready. OpenSSL reads the CA bundle without holding the GIL: the load overlaps with
+    whatever Python does meanwhile (imports, reading cog.yaml) instead of delaying the first
+    connection. Any error is raised by ``ssl_context``, where it would have been anyway."""
+    _context_future(host, options, background=True)
+
+
+def _context_future(
+    host: str, options: TransportOptions, *, background: bool
+) -> Future[ssl.SSLContext]:
+    key = _trust_key(host, options)
+    with _CONTEXTS_LOCK:
+        future = _CONTEXTS.get(key)
+        if future is not None:
+            return future
+        future = _CONTEXTS[key] = Future()
+    if background:
+        threading.Thread(
+            target=_fill, args=(future, host, options), name="skiff-tls-trust", daemon=True
+        ).start()
+    else:
+        _fill(future, host, options)
+    return future
+
+
+def _fill(future: Future[ssl.SSLContext], host: str, options: TransportOptions) -> None:
+    try:
+        future.set_result(_new_ssl_context(host, options))
+    except BaseException as exc:
+        with _CONTEXTS_LOCK:  # not remembered: the next client tries again (a file may appear)
+            _CONTEXTS.pop(_trust_key(host, options), None)
+        future.set_exception(exc)
+
+
+def _new_ssl_context(host: str, options: TransportOptions) -> ssl.SSLContext:
+    if options.is_insecure(host):
+        # Nothing is verified: loading the system store would only cost time.
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    if options.ca_file is not None:
+        context = ssl.create_default_context(cafile=str(options.ca_file))
+    else:
+        context = ssl.create_default_context()
+    host_dir = options.certs_dir / host
+    if host_dir.is_dir():
+        for ca in sorted(host_dir.glob("*.crt")):
+            context.load_verify_locations(cafile=str(ca))
+    return context
+
+
+def trust_hint(host: str, options: TransportOptions) -> str:
+    return (
+        f"if {host} uses a private CA, save the CA certificate as "
+        f"{options.certs_dir / host / 'ca.crt'} or point SSL_CERT_FILE at it"
+    )
