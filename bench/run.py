@@ -120,6 +120,31 @@ def plan_size(requested: int, workdir: Path) -> tuple[int, str]:
     return size, note
 
 
+def registry_storage(choice: Path | None, weights: int, work: Path) -> tuple[Path | None, str]:
+    """Where measured registries keep their blobs, and how the table names it.
+
+    A remote registry writes to its own disk, not to the one holding the build cache. On one
+    machine both would share a disk, and a cold push (the cache and the registry each writing
+    the weights) would measure that disk, not the push. So, by default, the registries keep
+    their storage in memory (/dev/shm) when it has room for two copies of the weights.
+    """
+    if choice is not None and str(choice) == "same":
+        return None, "beside the build cache (same disk)"
+    candidate = choice or Path("/dev/shm")
+    try:
+        free = shutil.disk_usage(candidate).free
+    except OSError:
+        free = 0
+    if free < 2 * weights + DISK_MARGIN or not os.access(candidate, os.W_OK):
+        if choice is not None:
+            raise BenchError(f"{choice} cannot hold two copies of the weights")
+        return None, "beside the build cache (same disk): /dev/shm has no room"
+    parent = Path(tempfile.mkdtemp(prefix="skiff-bench-registries-", dir=candidate))
+    if parent.stat().st_dev == work.stat().st_dev:
+        return parent, f"{candidate} (the build cache's disk, as asked)"
+    return parent, f"{candidate} (not the build cache's filesystem, as for a remote registry)"
+
+
 def snapshot_source(dest: Path) -> str:
     """Extract src/ as committed at HEAD into ``dest``; returns the commit.
 
@@ -193,6 +218,9 @@ class Bench:
     digest: str = ""  # the manifest digest of the built image
     layout_ref: str = ""  # its name in the exported layout's index
     source: Path | None = None  # a snapshot of src/ to run instead of the working tree
+    # Where measured registries keep their storage: a disk other than the build cache's, as a
+    # remote registry's is (see registry_storage()); None: the scratch folder's disk.
+    registry_parent: Path | None = None
     counter: int = 0
     notes: list[str] = field(default_factory=list)
 
@@ -223,8 +251,12 @@ class Bench:
         path.mkdir()
         return path
 
-    def fresh_registry(self) -> Any:
-        return registry(self.scratch() / "registry")
+    def fresh_registry(self, *, same_disk: bool = False) -> Any:
+        """A registry with empty storage; ``same_disk`` puts it on the build cache's disk."""
+        if same_disk or self.registry_parent is None:
+            return registry(self.scratch() / "registry")
+        self.counter += 1
+        return registry(self.registry_parent / f"registry-{self.counter}")
 
 
 def write_docker_config(path: Path, host: str, user: str, password: str) -> None:
@@ -393,6 +425,23 @@ def measure_cold_push(bench: Bench, samples: Samples, index: int) -> None:
         )
     samples.add("cold_push_s", result.seconds)
     shutil.rmtree(cache)
+    if bench.registry_parent is not None:
+        measure_same_disk(bench, samples, index)
+
+
+def measure_same_disk(bench: Bench, samples: Samples, index: int) -> None:
+    """(Information) the fresh push and the cold push again, into a registry whose storage is
+    on the build cache's disk: both then write the weights to one disk."""
+    with bench.fresh_registry(same_disk=True) as reg:
+        ref = f"{reg.host}/bench/warm-disk-r{index}:1"
+        warm = bench.skiff(["push", ref, "-C", str(bench.model), "--json"], bench.warm_cache)
+    samples.add("push_same_disk_s", warm.seconds)
+    cache = bench.new_cache()
+    with bench.fresh_registry(same_disk=True) as reg:
+        ref = f"{reg.host}/bench/cold-disk-r{index}:1"
+        cold = bench.skiff(["push", ref, "-C", str(bench.model), "--json"], cache)
+    samples.add("cold_push_same_disk_s", cold.seconds)
+    shutil.rmtree(cache)
 
 
 # -- the table -----------------------------------------------------------------------------------
@@ -540,6 +589,30 @@ def table(samples: Samples) -> tuple[str, dict[str, bool]]:
             cold_push <= 1.3 * longer,
         )
     )
+    if "cold_push_same_disk_s" in samples.values:
+        same_disk, push_disk = m("cold_push_same_disk_s"), m("push_same_disk_s")
+        longer_disk = max(build, push_disk)
+        rows.append(
+            (
+                "(information) cold push with the registry's storage on the build cache's disk, "
+                "vs the longer of cold build and fresh push to such a registry",
+                f"{same_disk:.2f} s",
+                f"{longer_disk:.2f} s (push {push_disk:.2f} s)",
+                f"{same_disk / longer_disk:.2f}"
+                + paired(
+                    samples,
+                    "cold_push_same_disk_s",
+                    [
+                        max(b, p)
+                        for b, p in zip(
+                            build_s, samples.values["push_same_disk_s"], strict=True
+                        )
+                    ],
+                ),
+                "-",
+                None,  # information, no target
+            )
+        )
     lines = [
         "| measurement | skiff (median) | reference (median) | ratio | target | result |",
         "|---|---|---|---|---|---|",
@@ -604,6 +677,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--workdir", type=Path, help="parent of the scratch folder (default TMPDIR)"
     )
+    parser.add_argument(
+        "--registry-dir",
+        type=Path,
+        help="parent of the measured registries' storage (default /dev/shm when it has room; "
+        "'same' keeps it beside the build cache)",
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.rounds <= 50:
         parser.error("--rounds must be between 1 and 50")
@@ -635,7 +714,10 @@ def bench_in(work: Path, requested: int, args: argparse.Namespace) -> int:
         source = work / "snapshot" / "src"
         info["skiff code"] = f"commit {commit} (a snapshot of src/ taken at the start)"
     samples = Samples()
+    registry_parent, info["registry storage"] = registry_storage(args.registry_dir, size, work)
     with ExitStack() as stack:
+        if registry_parent is not None:
+            stack.callback(shutil.rmtree, registry_parent, True)
         base_reg = stack.enter_context(registry(work / "base-registry"))
         push_tiny_image(base_reg, "base/tiny", "1")
         issuer = stack.enter_context(TokenIssuer(work / "issuer", users=USERS))
@@ -652,6 +734,7 @@ def bench_in(work: Path, requested: int, args: argparse.Namespace) -> int:
             warm_cache=work / "warm-cache",
             skopeo_default=not args.no_skopeo_default,
             source=source,
+            registry_parent=registry_parent,
         )
         if source is not None:
             probe = [
