@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import ssl
 import threading
-from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,7 +60,29 @@ def _replace(options: TransportOptions, overrides: dict[str, object]) -> Transpo
 # What a context's trust depends on: nothing else of the options (timeouts differ between a
 # preflight and an upload, and must not cost a second load of the system store).
 _TrustKey = tuple[str, bool, Path | None, Path]
-_CONTEXTS: dict[_TrustKey, Future[ssl.SSLContext]] = {}
+
+
+class _Loading:
+    """One context being made (a Future without concurrent.futures, slow to import)."""
+
+    def __init__(self) -> None:
+        self._done = threading.Event()
+        self._context: ssl.SSLContext | None = None
+        self._error: BaseException | None = None
+
+    def set(self, context: ssl.SSLContext | None, error: BaseException | None) -> None:
+        self._context, self._error = context, error
+        self._done.set()
+
+    def result(self) -> ssl.SSLContext:
+        self._done.wait()
+        if self._error is not None:
+            raise self._error
+        assert self._context is not None
+        return self._context
+
+
+_CONTEXTS: dict[_TrustKey, _Loading] = {}
 _CONTEXTS_LOCK = threading.Lock()
 
 
@@ -86,31 +107,31 @@ def prepare_ssl_context(host: str, options: TransportOptions) -> None:
     _context_future(host, options, background=True)
 
 
-def _context_future(
-    host: str, options: TransportOptions, *, background: bool
-) -> Future[ssl.SSLContext]:
+def _context_future(host: str, options: TransportOptions, *, background: bool) -> _Loading:
     key = _trust_key(host, options)
     with _CONTEXTS_LOCK:
-        future = _CONTEXTS.get(key)
-        if future is not None:
-            return future
-        future = _CONTEXTS[key] = Future()
+        loading = _CONTEXTS.get(key)
+        if loading is not None:
+            return loading
+        loading = _CONTEXTS[key] = _Loading()
     if background:
         threading.Thread(
-            target=_fill, args=(future, host, options), name="skiff-tls-trust", daemon=True
+            target=_fill, args=(loading, host, options), name="skiff-tls-trust", daemon=True
         ).start()
     else:
-        _fill(future, host, options)
-    return future
+        _fill(loading, host, options)
+    return loading
 
 
-def _fill(future: Future[ssl.SSLContext], host: str, options: TransportOptions) -> None:
+def _fill(loading: _Loading, host: str, options: TransportOptions) -> None:
     try:
-        future.set_result(_new_ssl_context(host, options))
+        context = _new_ssl_context(host, options)
     except BaseException as exc:
         with _CONTEXTS_LOCK:  # not remembered: the next client tries again (a file may appear)
             _CONTEXTS.pop(_trust_key(host, options), None)
-        future.set_exception(exc)
+        loading.set(None, exc)
+        return
+    loading.set(context, None)
 
 
 def _new_ssl_context(host: str, options: TransportOptions) -> ssl.SSLContext:
