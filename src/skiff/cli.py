@@ -471,8 +471,8 @@ def parser() -> argparse.ArgumentParser:
 def run(argv: Sequence[str]) -> int:
     """Parse ``argv`` (without the program name) and run the command; returns the exit code."""
     cli = parser()
-    if not argv:
-        cli.print_help(sys.stderr)
+    if not argv:  # help on stdout and exit 2, as skiff always did
+        cli.print_help()
         return EXIT_INPUT
     # Unknown flags are reported by the command's own parser, whose usage is the one that helps.
     args, unknown = cli.parse_known_args(argv)
