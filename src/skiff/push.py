@@ -1,9 +1,10 @@
-"""``skiff push`` as a pipeline: preflight beside the build, each layer uploaded as soon as it is
-built, the manifest last — only after every blob is in the registry.
+"""``skiff push`` as a pipeline: preflight first, then the build with each layer uploaded as soon
+as it is built (a large one while it is built, on a first push), the manifest last — only after
+every blob is in the registry.
 
-Nothing is written to the build cache before preflight has passed, so a rejected destination
-costs well under a second and leaves no trace. A failure after the build leaves the build in the
-cache: the next push reuses it and uploads only what the registry still lacks.
+Preflight runs before anything is imported for the build or written to the cache, so a rejected
+destination costs a fraction of a second and leaves no trace. A failure after the build leaves
+the build in the cache: the next push reuses it and uploads only what the registry still lacks.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -21,8 +21,6 @@ from skiff import reference as refs
 from skiff.auth import dockerconfig
 from skiff.digest import Digest
 from skiff.errors import DestinationRejected, InvalidInput, SkiffError, UploadFailed
-from skiff.image.base import BaseImage
-from skiff.image.layout import GrowingBlob, Layout, default_layout
 from skiff.image.options import BuildOptions
 from skiff.preflight import CheckResult, Report, Severity, run_preflight
 from skiff.registry.client import RegistryClient
@@ -41,7 +39,11 @@ from skiff.registry.upload import (
 )
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
+    from skiff.image.base import BaseImage
     from skiff.image.builder import BuiltImage, BuiltLayer
+    from skiff.image.layout import GrowingBlob, Layout
 
 MANIFEST_ATTEMPTS = 4
 # What a registry answers to a manifest whose blobs it does not see (yet).
@@ -159,59 +161,41 @@ def push(
     options = options or PushOptions()
     events = events or QuietEvents()
     started = time.perf_counter()
-    cache = layout or default_layout()
-    uploader: _Uploader | None = None
-    pre_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="skiff-preflight")
-    preflight = pre_pool.submit(run_preflight, text, model_dir=folder, on_result=events.check)
-    # Imported only now, while preflight talks to the registry: a rejected push should not
-    # wait for the builder's imports first.
+    # Preflight first, alone: the builder's imports (cog.yaml's schema, the image code) would
+    # hold the interpreter while preflight waits for the registry, delaying a rejection, and
+    # the build work they could overlap is a small part of any build.
+    report = run_preflight(text, model_dir=folder, on_result=events.check)
+    _raise_if_failed(report)
+    assert report.reference is not None
+    ref = refs.parse(report.reference)
+    if ref.digest is not None:
+        raise InvalidInput(
+            f"cannot push to a digest ({ref}): a digest names an image that already exists",
+            f"push to a tag instead, e.g. {ref.repository}:latest",
+        )
     from skiff.image.builder import Builder
+    from skiff.image.layout import default_layout
 
-    def wait_for_preflight() -> None:
-        nonlocal uploader
-        report = preflight.result()
-        _raise_if_failed(report)
-        assert report.reference is not None
-        ref = refs.parse(report.reference)
-        if ref.digest is not None:
-            raise InvalidInput(
-                f"cannot push to a digest ({ref}): a digest names an image that already exists",
-                f"push to a tag instead, e.g. {ref.repository}:latest",
-            )
-        uploader = _Uploader(ref, options, events)
+    cache = layout or default_layout()
+    uploader = _Uploader(ref, options, events)
 
     def on_layer(layer: BuiltLayer) -> None:
-        assert uploader is not None
         if layer.role == "base" and builder.base is not None:
             uploader.mount_base(builder.base)
         uploader.submit(layer, cache)
 
-    def on_layer_started(blob: GrowingBlob, role: str) -> None:
-        assert uploader is not None
-        uploader.follow(blob, role)
-
     builder = Builder(
-        folder, options.build, layout=cache, before_write=wait_for_preflight,
-        on_layer=on_layer, on_status=events.status, on_layer_started=on_layer_started,
+        folder, options.build, layout=cache, on_layer=on_layer, on_status=events.status,
+        on_layer_started=uploader.follow,
     )
     try:
-        try:
-            image = builder.build()
-        except SkiffError:
-            # A rejected destination explains a failed build better than the build's own error.
-            _raise_if_failed(preflight.result())
-            raise
-        report = preflight.result()
-        assert uploader is not None
+        image = builder.build()
         return uploader.finish(image, cache, report, started)
     except BaseException:
-        if uploader is not None:
-            uploader.abandon()
+        uploader.abandon()
         raise
     finally:
-        pre_pool.shutdown(wait=False, cancel_futures=True)
-        if uploader is not None:
-            uploader.close()
+        uploader.close()
 
 
 def _raise_if_failed(report: Report) -> None:
@@ -243,6 +227,8 @@ class _Uploader:
             ref.repository, credentials,
             options=TransportOptions.from_env(read_timeout=300.0),
         )
+        from concurrent.futures import ThreadPoolExecutor  # not needed by a rejected push
+
         self.pool = ThreadPoolExecutor(
             max_workers=max(1, options.parallel), thread_name_prefix="skiff-upload"
         )

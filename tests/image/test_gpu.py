@@ -100,16 +100,11 @@ def test_gpu_config_loads_and_plans_the_python_step(tmp_path: Path) -> None:
 
 def test_impossible_gpu_model_fails_before_any_work(tmp_path: Path) -> None:
     model = write_model(tmp_path / "m", "  gpu: true\n  cuda: '11.8'\n  python_version: '3.13'\n")
-    gated: list[bool] = []
-    builder = Builder(
-        model,
-        BuildOptions(),
-        layout=Layout.open(tmp_path / "oci"),
-        before_write=lambda: gated.append(True),
-    )
+    layout = Layout.open(tmp_path / "oci")
+    builder = Builder(model, BuildOptions(), layout=layout)
     with pytest.raises(InvalidInput, match=r"no CUDA base image for cuda 11\.8, python 3\.13"):
         builder.build()
-    assert gated == []  # push would not even have waited for preflight
+    assert list(layout.blob_dir.iterdir()) == []  # nothing written, nothing pulled
 
 
 def test_gpu_build_on_a_stand_in_base(tmp_path: Path, plain_registry: RegistryServer) -> None:

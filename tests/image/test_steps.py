@@ -314,16 +314,11 @@ def test_build_without_a_sandbox_fails_before_any_work(
     )
     (model / "predict.py").write_text("class Predictor:\n    pass\n")
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    gated: list[bool] = []
-    builder = Builder(
-        model,
-        BuildOptions(),
-        layout=Layout.open(tmp_path / "oci"),
-        before_write=lambda: gated.append(True),
-    )
+    layout = Layout.open(tmp_path / "oci")
+    builder = Builder(model, BuildOptions(), layout=layout)
     with pytest.raises(BuildFailed, match="no sandbox"):
         builder.build()
-    assert gated == []
+    assert list(layout.blob_dir.iterdir()) == []  # nothing written, nothing pulled
 
 
 def test_mount_points_are_resolved_inside_the_root(tmp_path: Path) -> None:

@@ -1,29 +1,6 @@
-"""Image building primitives: OCI values, the layout cache, reproducible layers, sources, deps.
+"""Image building: OCI values, the layout cache, reproducible layers, sources, dependencies,
+build steps and the builder. Import the modules themselves: this package imports nothing, so
+that a command needing one small module (``options``, ``oci``) does not pay for all of them.
 
-Nothing here talks to a registry: base-image blobs are handed in by the caller.
+Nothing here talks to a registry except ``base``, which pulls base images into the cache.
 """
-
-from skiff.image.layers import Entry, Layer, StatCache, build_layer
-from skiff.image.layout import Layout, cache_dir, default_layout
-from skiff.image.oci import Descriptor, ImageConfig, Index, Manifest, Platform
-from skiff.image.pydeps import SITE_PACKAGES, python_deps_layer
-from skiff.image.sourcetree import SourcePlan, plan_source_layers
-
-__all__ = [
-    "SITE_PACKAGES",
-    "Descriptor",
-    "Entry",
-    "ImageConfig",
-    "Index",
-    "Layer",
-    "Layout",
-    "Manifest",
-    "Platform",
-    "SourcePlan",
-    "StatCache",
-    "build_layer",
-    "cache_dir",
-    "default_layout",
-    "plan_source_layers",
-    "python_deps_layer",
-]

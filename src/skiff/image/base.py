@@ -7,7 +7,6 @@ touch the network. ``refresh=True`` asks the registry again (the tag may have mo
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from skiff import reference as refs
@@ -58,7 +57,6 @@ def pull_base(
     layout: Layout,
     *,
     refresh: bool = False,
-    before_write: Callable[[], None] = lambda: None,
 ) -> BaseImage:
     """The base image for ``platform``, from the cache if it is complete there, else pulled."""
     try:
@@ -76,7 +74,7 @@ def pull_base(
                 config = ImageConfig.from_bytes(layout.read_bytes(manifest.config.digest))
                 return BaseImage(ref, manifest, config)
     try:
-        return _pull(ref, platform, layout, name, before_write)
+        return _pull(ref, platform, layout, name)
     except RegistryError as exc:
         raise BuildFailed(
             f"cannot pull the base image {ref}: {exc.message}",
@@ -90,7 +88,6 @@ def _pull(
     platform: Platform,
     layout: Layout,
     name: str,
-    before_write: Callable[[], None],
 ) -> BaseImage:
     try:
         credentials = dockerconfig.resolve(ref.repository.registry)
@@ -102,7 +99,6 @@ def _pull(
             chosen = Index.from_bytes(data).select(platform)
             data, media_type = client.get_manifest(str(chosen.digest))
         manifest = Manifest.from_bytes(data)
-        before_write()
         for descriptor in (manifest.config, *manifest.layers):
             if layout.has(descriptor.digest, descriptor.size):
                 continue

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -71,9 +70,10 @@ GrowingCallback = Callable[[GrowingBlob, str], None]
 
 
 class Builder:
-    """Builds one model folder. ``before_write`` runs before anything is written to the cache
-    (push uses it to wait for preflight); ``on_layer`` hears of each finished layer, and
-    ``on_layer_started`` of each weights or dependencies layer as it starts being written."""
+    """Builds one model folder. ``on_layer`` hears of each finished layer, and
+    ``on_layer_started`` of each weights or dependencies layer as it starts being written (a
+    push uploads them from there). Mistakes in the model folder are found before anything is
+    written to the cache."""
 
     def __init__(
         self,
@@ -81,7 +81,6 @@ class Builder:
         options: BuildOptions | None = None,
         *,
         layout: Layout | None = None,
-        before_write: Callable[[], None] = lambda: None,
         on_layer: LayerCallback | None = None,
         on_status: Callable[[str], None] | None = None,
         on_layer_started: GrowingCallback | None = None,
@@ -90,20 +89,11 @@ class Builder:
         self.on_layer_started = on_layer_started
         self.options = options or BuildOptions()
         self._layout = layout
-        self.before_write = before_write
         self.on_layer = on_layer or (lambda _layer: None)
         self.status = on_status or (lambda _text: None)
-        self._gate_lock = threading.Lock()
-        self._gate_passed = False
         # Set as soon as the base is resolved, before its layers are announced: a push mounts
         # them from the base's repository when it lives in the destination's registry.
         self.base: BaseImage | None = None
-
-    def _gate(self) -> None:
-        with self._gate_lock:
-            if not self._gate_passed:
-                self.before_write()
-                self._gate_passed = True
 
     def build(self) -> BuiltImage:
         cfg = cogconfig.load(self.folder)
@@ -124,7 +114,6 @@ class Builder:
             chosen_base = gpu_base(
                 cfg.build.cuda, cfg.build.cudnn, cfg.build.python_version
             ).reference
-        self._gate()
         layout = self._layout or default_layout()
         stat_cache = StatCache(layout.root.parent / "stat-cache")
         platform = self.options.platform
