@@ -56,19 +56,20 @@ class PushEvents(Protocol):
 
     def check(self, result: CheckResult) -> None: ...
     def status(self, text: str) -> None: ...
-    # A blob is known by its digest, or while a layer is streamed as it is built (its digest
-    # not known yet) by the object that follows it.
-    def blob_started(self, key: object, size: int, role: str) -> None: ...
+    # A blob is known by ``key``: its digest, or, for a layer streamed while it is built, the
+    # object that follows it (its digest and ``size`` are known only at the end: size None).
+    # A result of None: that attempt was given up, and the blob is announced again.
+    def blob_started(self, key: object, size: int | None, role: str) -> None: ...
     def blob_progress(self, key: object, done: int) -> None: ...
-    def blob_finished(self, result: BlobResult, role: str) -> None: ...
+    def blob_finished(self, key: object, result: BlobResult | None, role: str) -> None: ...
 
 
 class QuietEvents:
     def check(self, result: CheckResult) -> None: ...
     def status(self, text: str) -> None: ...
-    def blob_started(self, key: object, size: int, role: str) -> None: ...
+    def blob_started(self, key: object, size: int | None, role: str) -> None: ...
     def blob_progress(self, key: object, done: int) -> None: ...
-    def blob_finished(self, result: BlobResult, role: str) -> None: ...
+    def blob_finished(self, key: object, result: BlobResult | None, role: str) -> None: ...
 
 
 class PreflightRejected(DestinationRejected):
@@ -297,7 +298,7 @@ class _Uploader:
         with self.lock:
             if not self.stream_early:
                 return None
-        self.events.blob_started(growing, 0, role)
+        self.events.blob_started(growing, None, role)
         done = [0]
 
         def progress(n: int) -> None:
@@ -307,11 +308,10 @@ class _Uploader:
         result = stream_growing(
             self.client, growing, on_progress=progress, cancellation=self.cancellation
         )
+        self.events.blob_finished(growing, result, role)
         if result is None:
             with self.lock:
                 self.stream_early = False  # this registry may refuse it again: stop trying
-            return None
-        self.events.blob_finished(result, role)
         return result
 
     def _after_stream(
@@ -335,7 +335,7 @@ class _Uploader:
             self.client, blob, mount_from=mount, chunk_size=self.options.chunk_size,
             on_progress=progress, cancellation=self.cancellation,
         )
-        self.events.blob_finished(result, role)
+        self.events.blob_finished(blob.digest, result, role)
         return result
 
     def finish(

@@ -202,27 +202,44 @@ class PushProgress:
         if not self.live:
             self.console.print(f"  {safe(text)}")
 
-    def blob_started(self, digest: object, size: int, role: str) -> None:
+    def _task(self, task_id: Any) -> Any:
+        # By id: rich's task list is ordered, and ids stop matching positions once a bar goes.
+        return next(task for task in self.progress.tasks if task.id == task_id)
+
+    def blob_started(self, key: object, size: int | None, role: str) -> None:
         if self.live:
             self._ensure()
-            self.tasks[digest] = self.progress.add_task(f"{role:<8} {_short(digest)}", total=size)
-            total = self.progress.tasks[self.total].total or 0
-            self.progress.update(self.total, total=total + size)
+            # A layer streamed while it is built has no digest or size yet: an open-ended bar,
+            # counted in the total once it is known.
+            label = _short(key) if size is not None else "(as it is built)"
+            self.tasks[key] = self.progress.add_task(f"{role:<8} {label}", total=size)
+            if size is not None:
+                total = self._task(self.total).total or 0
+                self.progress.update(self.total, total=total + size)
 
-    def blob_progress(self, digest: object, done: int) -> None:
-        if self.live and digest in self.tasks:
-            task = self.tasks[digest]
-            before = self.progress.tasks[task].completed
+    def blob_progress(self, key: object, done: int) -> None:
+        if self.live and key in self.tasks:
+            task = self.tasks[key]
+            before = self._task(task).completed
             self.progress.update(task, completed=done)
-            self.progress.advance(self.total, done - before)
+            if self._task(task).total is not None:
+                self.progress.advance(self.total, done - before)
 
-    def blob_finished(self, result: Any, role: str) -> None:
+    def blob_finished(self, key: object, result: Any, role: str) -> None:
+        if result is None:  # given up here; the blob is announced again
+            if self.live and key in self.tasks:
+                self.progress.remove_task(self.tasks.pop(key))
+            return
         outcome = str(result.outcome)
-        if self.live and result.digest in self.tasks:
-            task = self.tasks[result.digest]
-            before = self.progress.tasks[task].completed
+        if self.live and key in self.tasks:
+            task = self.tasks[key]
+            counted = self._task(task).total is not None
+            before = self._task(task).completed if counted else 0
+            if not counted:
+                total = self._task(self.total).total or 0
+                self.progress.update(self.total, total=total + result.size)
             self.progress.update(
-                task, completed=result.size,
+                task, total=result.size, completed=result.size,
                 description=f"{role:<8} {_short(result.digest)} {outcome}",
             )
             self.progress.advance(self.total, result.size - before)

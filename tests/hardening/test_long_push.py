@@ -15,7 +15,6 @@ import pytest
 from hardutil import MB, assert_complete, make_model, open_sessions
 from throttle import Throttle
 
-from skiff.digest import Digest
 from skiff.push import PushOptions, QuietEvents, push
 from support import USERS, DockerConfig, RegistryServer, TokenIssuer, push_tiny_image
 from support.faultproxy import FaultProxy
@@ -34,13 +33,13 @@ class SlowChunks(QuietEvents):
         self.at_bytes = at_bytes
         self.action = action
         self.fired = threading.Event()
-        self.sizes: dict[Digest, int] = {}
+        self.sizes: dict[object, int] = {}
 
-    def blob_started(self, digest: Digest, size: int, role: str) -> None:
-        self.sizes[digest] = size
+    def blob_started(self, key: object, size: int | None, role: str) -> None:
+        self.sizes[key] = size or 0
 
-    def blob_progress(self, digest: Digest, done: int) -> None:
-        if self.sizes.get(digest, 0) < 4 * MB:
+    def blob_progress(self, key: object, done: int) -> None:
+        if self.sizes.get(key, 0) < 4 * MB:
             return
         if self.action is not None and done >= self.at_bytes and not self.fired.is_set():
             self.fired.set()
