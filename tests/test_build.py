@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from skiff import __version__
-from skiff.image.builder import Builder, BuildOptions, BuiltImage
+from skiff.image.builder import Builder, BuildOptions, BuiltImage, BuiltLayer
 from skiff.image.layout import Layout
 from skiff.image.oci import OCI_LAYER, OCI_LAYER_GZIP
 from support import RegistryServer, push_tiny_image
@@ -320,3 +320,41 @@ def test_a_missing_base_image_is_a_build_error_naming_it(
     assert done.returncode == 4, done.stderr
     assert missing in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_large_weights_files_are_built_side_by_side_in_a_fixed_order(
+    tmp_path: Path, base_image: str
+) -> None:
+    """Three weights files of 256 MiB (sparse: no disk used) get a layer each, written at the
+    same time, and the image is the same as one built again from scratch."""
+    model = copy_model(tmp_path)
+    for name in ("c.bin", "a.bin", "b.bin"):
+        with (model / "weights" / name).open("wb") as f:
+            f.truncate(256 * 1024 * 1024)
+    events: list[str] = []
+
+    def started(_blob: object, role: str) -> None:
+        events.append(f"start {role}")
+
+    def finished(layer: BuiltLayer) -> None:
+        events.append(f"done {layer.role}")
+
+    layout = Layout.open(tmp_path / "oci")
+    image = Builder(
+        model, BuildOptions(), layout=layout, on_layer=finished, on_layer_started=started
+    ).build()
+    weights = [layer for layer in image.layers if layer.role == "weights"]
+    assert len(weights) == 4  # the three large files, and table.bin in a layer of its own
+    first_done = events.index("done weights")
+    assert events[:first_done].count("start weights") >= 3
+    files = []
+    for layer in weights:
+        with tarfile.open(layout.path(layer.descriptor.digest)) as tar:
+            files.append([m.name for m in tar if m.isfile()])
+    assert files == [
+        ["src/weights/a.bin"], ["src/weights/b.bin"], ["src/weights/c.bin"],
+        ["src/weights/table.bin"],
+    ]
+
+    again = build(model, Layout.open(tmp_path / "oci-again"))
+    assert again.manifest_descriptor == image.manifest_descriptor

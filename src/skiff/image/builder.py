@@ -43,6 +43,8 @@ from skiff.image.steps import (
 from skiff.runtime import runtime_dir, schema_for_build
 
 RUNTIME_PATH = "/opt/skiff/python"
+# Weights layers built at once: as many as a push uploads at once.
+WEIGHTS_PARALLEL = 3
 CODE_ROOT = "/src"
 
 
@@ -129,9 +131,7 @@ class Builder:
             deps_future = pool.submit(self._deps_layer, cfg, layout, stat_cache)
             step_layers = self._step_layers(steps, cfg, base, layout, stat_cache)
             runtime = self._layer(_runtime_entries(), layout, stat_cache, "gzip", "runtime")
-            weights = [
-                self._layer(group, layout, stat_cache, "none", "weights") for group in plan.weights
-            ]
+            weights = self._weights_layers(plan.weights, layout, stat_cache)
             code = self._layer(plan.code, layout, stat_cache, "gzip", "code")
             deps = _result(deps_future)
             if deps is not None:
@@ -176,6 +176,27 @@ class Builder:
         if entries:
             self.on_layer(BuiltLayer(layer.descriptor, role))
         return layer
+
+    def _weights_layers(
+        self, groups: list[list[Entry]], layout: Layout, stat_cache: StatCache
+    ) -> list[Layer]:
+        """Weights layers, built side by side: each is disk writes and hashing, which run
+        outside the interpreter lock, and a push streams them all at once rather than waiting
+        for one layer before it starts the next (one connection carries only so much)."""
+        if len(groups) <= 1:
+            return [self._layer(group, layout, stat_cache, "none", "weights") for group in groups]
+        pool = ThreadPoolExecutor(
+            max_workers=min(len(groups), WEIGHTS_PARALLEL), thread_name_prefix="skiff-weights"
+        )
+        try:
+            futures = [
+                pool.submit(self._layer, group, layout, stat_cache, "none", "weights")
+                for group in groups
+            ]
+            return [future.result() for future in futures]
+        finally:
+            # After a failure, layers not started yet are not built for nothing.
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def _step_layers(
         self,
