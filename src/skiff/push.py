@@ -185,11 +185,11 @@ def push(
             uploader.mount_base(builder.base)
         uploader.submit(layer, cache)
 
-    builder = Builder(
-        folder, options.build, layout=cache, on_layer=on_layer, on_status=events.status,
-        on_layer_started=uploader.follow,
-    )
     try:
+        builder = Builder(
+            folder, options.build, layout=cache, on_layer=on_layer, on_status=events.status,
+            on_layer_started=uploader.follow,
+        )
         image = builder.build()
         return uploader.finish(image, cache, report, started)
     except BaseException:
