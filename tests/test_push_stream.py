@@ -10,15 +10,13 @@ each request (a PATCH without a declared length is a streamed one).
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+import test_push_faults as faults
 from skiff.auth.credentials import ANONYMOUS
 from skiff.digest import Digest
 from skiff.image.layout import GrowingBlob, Layout
@@ -27,44 +25,20 @@ from skiff.reference import parse
 from skiff.registry.client import RegistryClient
 from skiff.registry.transport import TransportOptions
 from skiff.registry.upload import Outcome, stream_growing
-from support import RegistryServer, push_tiny_image
+from support import RegistryServer
 from support.faultproxy import FaultProxy
+from test_push_faults import assert_complete, model_with_weights
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "hello"
+# The fault tests' setup: a registry holding the base image, and a fault proxy before it.
+registry = faults.registry
+proxy = faults.proxy
+
 MB = 1024 * 1024
 UPLOADS = r"/blobs/uploads/"
 
 
-@pytest.fixture
-def registry(plain_registry: RegistryServer, monkeypatch: pytest.MonkeyPatch) -> RegistryServer:
-    push_tiny_image(plain_registry, "base/tiny", "1")
-    monkeypatch.setenv("SKIFF_BASE_IMAGE", f"{plain_registry.host}/base/tiny:1")
-    return plain_registry
-
-
-@pytest.fixture
-def proxy(registry: RegistryServer) -> Iterator[FaultProxy]:
-    with FaultProxy(registry.host) as faulty:
-        yield faulty
-
-
-def model_with_weights(parent: Path, size: int) -> Path:
-    model = parent / "hello"
-    shutil.copytree(EXAMPLE, model)
-    (model / "weights" / "big.bin").write_bytes(os.urandom(size))
-    return model
-
-
 def streamed_patches(proxy: FaultProxy) -> list[str]:
     return [e.outcome for e in proxy.requests("PATCH") if e.body_length is None]
-
-
-def assert_complete(registry: RegistryServer, repo: str, manifest_digest: str) -> None:
-    manifest = json.loads(registry.blob_bytes(manifest_digest))
-    linked = set(registry.layers(repo))
-    for blob in (manifest["config"], *manifest["layers"]):
-        assert blob["digest"] in linked
-        assert len(registry.blob_bytes(blob["digest"])) == blob["size"]
 
 
 def test_a_first_push_streams_the_weights_layer_while_it_is_built(
@@ -80,7 +54,7 @@ def test_a_first_push_streams_the_weights_layer_while_it_is_built(
     assert weights[0].outcome is Outcome.UPLOADED
     assert weights[0].bytes_sent == weights[0].size > 20 * MB
     assert registry.tags("first/model") == {"v1": str(result.digest)}
-    assert_complete(registry, "first/model", str(result.digest))
+    assert_complete(registry, "first/model")
     assert registry.open_uploads("first/model") == []
 
 
@@ -124,7 +98,7 @@ def test_a_broken_stream_is_given_up_and_the_built_layer_goes_up(
     assert [e.body_length for e in declared] == [weights.size]
     assert weights.bytes_sent == weights.size  # the broken attempt is not counted
     assert registry.tags("broken/model") == {"v1": str(result.digest)}
-    assert_complete(registry, "broken/model", str(result.digest))
+    assert_complete(registry, "broken/model")
 
 
 def test_a_layer_whose_build_fails_is_not_committed_and_its_session_is_cancelled(
