@@ -46,8 +46,6 @@ def assert_passed(report: Report) -> None:
     assert statuses(report)["write access"] is Status.OK
 
 
-
-
 # -- the acceptance criterion: a push that will be rejected is rejected in under a second --------
 
 

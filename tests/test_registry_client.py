@@ -50,8 +50,6 @@ def client_for(
     return RegistryClient(Repository(host, path), credentials, options=options)
 
 
-
-
 @pytest.fixture
 def closing() -> Iterator[list[RegistryClient]]:
     """Clients appended here are closed after the test."""
