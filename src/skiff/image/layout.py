@@ -170,7 +170,11 @@ class BlobWriter:
         self._announced = 0
         if watch is not None:
             self._growing = GrowingBlob(self._tmp, layout.path)
-            watch(self._growing)
+            try:
+                watch(self._growing)
+            except BaseException:
+                self.abort()  # no one will enter the with-block that would remove the file
+                raise
 
     def write(self, data: bytes) -> int:
         self._hash.update(data)
