@@ -188,15 +188,16 @@ class Builder:
         pool = ThreadPoolExecutor(
             max_workers=min(len(groups), WEIGHTS_PARALLEL), thread_name_prefix="skiff-weights"
         )
+        futures = [
+            pool.submit(self._layer, group, layout, stat_cache, "none", "weights")
+            for group in groups
+        ]
         try:
-            futures = [
-                pool.submit(self._layer, group, layout, stat_cache, "none", "weights")
-                for group in groups
-            ]
             return [future.result() for future in futures]
         finally:
-            # After a failure, layers not started yet are not built for nothing.
-            pool.shutdown(wait=True, cancel_futures=True)
+            # After a failure or Ctrl-C: layers not started are dropped, and the ones being
+            # written are not waited for (an interrupted command exits at once).
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def _step_layers(
         self,
