@@ -80,3 +80,53 @@ def test_ctrl_c_mid_upload_exits_130_within_a_second_and_cancels_the_sessions(
     assert registry.tags(REPO) == {"v1": summary["digest"]}
     assert_complete(registry, REPO)
     assert open_sessions(registry, REPO) == left  # the rerun left no session of its own
+
+
+def blobs_being_written(cache: Path) -> list[Path]:
+    """Temporary blobs in the cache that have some bytes already."""
+    found = []
+    for tmp in (cache / "oci" / "blobs" / "sha256").glob(".ingest-*"):
+        try:
+            if tmp.stat().st_size:
+                found.append(tmp)
+        except FileNotFoundError:  # committed or removed meanwhile
+            pass
+    return found
+
+
+def test_ctrl_c_while_weights_layers_are_built_side_by_side_exits_at_once(
+    tmp_path: Path, registry: RegistryServer
+) -> None:
+    """Three large weights files are written into the cache at once; Ctrl-C does not wait for
+    them to finish."""
+    model = make_model(tmp_path, weights=0)
+    for name in ("a.bin", "b.bin", "c.bin"):
+        with (model / "weights" / name).open("wb") as f:
+            f.truncate(1024 * MB)  # sparse: nothing on disk until the build writes the layers
+    cache = tmp_path / "cache"
+    env = dict(os.environ, SKIFF_CACHE_DIR=str(cache))
+    with subprocess.Popen(
+        [str(SKIFF), "build", "-C", str(model)],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        preexec_fn=default_sigint,
+    ) as process:
+        try:
+            deadline = time.monotonic() + 60
+            assert process.stderr is not None
+            while process.stderr.readline().strip() != "building the weights layer":
+                assert process.poll() is None and time.monotonic() < deadline
+            # The layers are being written: some bytes of each have reached the cache.
+            while len(blobs_being_written(cache)) < 3:
+                assert process.poll() is None and time.monotonic() < deadline
+                time.sleep(0.01)
+            interrupted = time.monotonic()
+            process.send_signal(signal.SIGINT)
+            code = process.wait(timeout=30)
+            took = time.monotonic() - interrupted
+        finally:
+            if process.poll() is None:
+                process.kill()
+    assert code == 130
+    assert took < 1.0, f"exited {took:.1f} s after Ctrl-C"
