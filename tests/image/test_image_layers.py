@@ -7,6 +7,8 @@ import hashlib
 import io
 import os
 import tarfile
+import threading
+import time
 import tracemalloc
 from pathlib import Path
 
@@ -14,7 +16,7 @@ import pytest
 
 from skiff.errors import BuildFailed
 from skiff.image.layers import Entry, Layer, StatCache, build_layer
-from skiff.image.layout import Layout
+from skiff.image.layout import GrowingBlob, Layout
 from skiff.image.oci import OCI_LAYER, OCI_LAYER_GZIP
 from skiff.image.sourcetree import Thresholds, plan_source_layers
 
@@ -213,3 +215,37 @@ def test_long_and_non_ascii_names_are_reproducible(tmp_path: Path) -> None:
         names = [m.name for m in _members(layout, layer)]
         assert names[-1] == name.lstrip("/")
     assert len(digests) == 1
+
+
+def test_a_layer_stops_at_its_next_read_once_asked_and_leaves_nothing(tmp_path: Path) -> None:
+    """Weights layers written side by side stop when one of them fails (the builder sets the
+    event): the write ends with BuildFailed, and neither a blob nor a temporary file remains."""
+    big = tmp_path / "big.bin"
+    with big.open("wb") as f:
+        f.truncate(1 << 30)  # sparse: 1 GiB to read, none of it on disk
+    layout = Layout.open(tmp_path / "oci")
+    stop = threading.Event()
+    followed: list[GrowingBlob] = []
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            build_layer([Entry.file("/src/big.bin", big)], layout, "none",
+                        watch=followed.append, stop=stop)
+        except BaseException as exc:
+            errors.append(exc)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    deadline = time.monotonic() + 30
+    while not followed:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    followed[0].wait(8 << 20, timeout=30)  # some of it is written
+    stop.set()
+    writer.join(timeout=10)
+    assert not writer.is_alive()
+    assert [type(e) for e in errors] == [BuildFailed]
+    assert "stopped" in str(errors[0])
+    assert followed[0].failed
+    assert list(layout.blob_dir.iterdir()) == []

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -167,11 +168,12 @@ class Builder:
         stat_cache: StatCache,
         compression: Any,
         role: str,
+        stop: threading.Event | None = None,
     ) -> Layer:
         self.status(f"building the {role} layer")
         layer = build_layer(
             entries, layout, compression, stat_cache=stat_cache,
-            watch=self._watch(role) if role == "weights" else None,
+            watch=self._watch(role) if role == "weights" else None, stop=stop,
         )
         if entries:
             self.on_layer(BuiltLayer(layer.descriptor, role))
@@ -188,15 +190,19 @@ class Builder:
         pool = ThreadPoolExecutor(
             max_workers=min(len(groups), WEIGHTS_PARALLEL), thread_name_prefix="skiff-weights"
         )
+        stop = threading.Event()
         futures = [
-            pool.submit(self._layer, group, layout, stat_cache, "none", "weights")
+            pool.submit(self._layer, group, layout, stat_cache, "none", "weights", stop)
             for group in groups
         ]
         try:
             return [future.result() for future in futures]
+        except BaseException:
+            # A failure or Ctrl-C: layers not started are dropped, the ones being written stop
+            # at their next read, and none is waited for (an interrupted command exits at once).
+            stop.set()
+            raise
         finally:
-            # After a failure or Ctrl-C: layers not started are dropped, and the ones being
-            # written are not waited for (an interrupted command exits at once).
             pool.shutdown(wait=False, cancel_futures=True)
 
     def _step_layers(

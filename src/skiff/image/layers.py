@@ -22,6 +22,7 @@ import os
 import posixpath
 import stat
 import tarfile
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,7 +146,21 @@ class _TarSink:
         self._target.flush()
 
 
-def _add(tar: tarfile.TarFile, entry: Entry) -> None:
+class _Stoppable:
+    """A source file whose reading stops (BuildFailed) once ``stop`` is set: layers written side
+    by side end soon after one of them failed, instead of running to their end."""
+
+    def __init__(self, source: IO[bytes], stop: threading.Event) -> None:
+        self._source = source
+        self._stop = stop
+
+    def read(self, size: int = -1) -> bytes:
+        if self._stop.is_set():
+            raise BuildFailed("stopped: another part of the build failed or was interrupted")
+        return self._source.read(size)
+
+
+def _add(tar: tarfile.TarFile, entry: Entry, stop: threading.Event | None = None) -> None:
     info = tarfile.TarInfo(entry.name)
     info.mtime = 0
     info.uid = info.gid = 0
@@ -169,7 +184,7 @@ def _add(tar: tarfile.TarFile, entry: Entry) -> None:
                 if not stat.S_ISREG(st.st_mode):
                     raise BuildFailed(f"{entry.source} is not a regular file")
                 info.size = st.st_size
-                tar.addfile(info, f)
+                tar.addfile(info, f if stop is None else _Stoppable(f, stop))
         except OSError as exc:
             raise BuildFailed(
                 f"cannot read {entry.source}: {exc.strerror or exc}",
@@ -195,10 +210,12 @@ def write_layer(
     compression: Compression,
     *,
     watch: Callable[[GrowingBlob], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> Layer:
     """Writes the layer tar for ``entries`` into ``layout``, reading every source once.
 
-    ``watch`` is given the blob as soon as writing starts, to follow it while it grows.
+    ``watch`` is given the blob as soon as writing starts, to follow it while it grows; once
+    ``stop`` is set, the writing ends with BuildFailed and leaves nothing in the cache.
     """
     ordered = _with_parents(entries)
     with layout.writer(watch=watch) as blob, contextlib.ExitStack() as compressor:
@@ -220,7 +237,7 @@ def write_layer(
             copybufsize=_COPY_BUFFER,
         ) as tar:
             for entry in ordered:
-                _add(tar, entry)
+                _add(tar, entry, stop)
         compressor.close()  # the gzip trailer must be in the blob before it is committed
         digest = blob.commit()
         size = blob.size
@@ -297,6 +314,7 @@ def build_layer(
     *,
     stat_cache: StatCache | None = None,
     watch: Callable[[GrowingBlob], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> Layer:
     """Builds (or finds in the stat cache) the reproducible layer for ``entries``.
 
@@ -306,12 +324,12 @@ def build_layer(
     """
     entries = list(entries)
     if stat_cache is None:
-        return write_layer(entries, layout, compression, watch=watch)
+        return write_layer(entries, layout, compression, watch=watch, stop=stop)
     key = fingerprint(entries, compression)
     cached = stat_cache.get(key, layout)
     if cached is not None:
         return cached
-    layer = write_layer(entries, layout, compression, watch=watch)
+    layer = write_layer(entries, layout, compression, watch=watch, stop=stop)
     # Only remember the result if nothing changed while it was being read.
     if fingerprint(entries, compression) == key:
         stat_cache.put(key, layer)
