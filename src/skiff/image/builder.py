@@ -3,9 +3,10 @@
 Layers, bottom to top, ordered so that what changes least sits lowest: the base image, one layer
 per build step (system packages, then each ``run`` command; see ``steps.py``), skiff's Cog runtime,
 the Python dependencies, the weights (uncompressed, one or more layers), the code.
-They are built in another order — runtime, weights and code while uv installs the dependencies
-in a second thread — and each is announced through ``on_layer`` as soon as it is in the cache, so
-a push can upload it while the rest is still being built.
+They are built in another order — runtime, weights (side by side) and code while uv installs
+the dependencies in a second thread — and each is announced through ``on_layer`` as soon as it is
+in the cache, so a push can upload it while the rest is still being built; large ones are also
+announced through ``on_layer_started`` as they start, so a push can stream them as they grow.
 """
 
 from __future__ import annotations
