@@ -73,6 +73,12 @@ def test_a_repository_with_tags_gets_digests_first_and_skips_what_it_has(
     assert proxy.requests("PATCH") == []
     assert {str(layer.outcome) for layer in second.layers} == {"skipped"}
     assert second.bytes_uploaded == 0
+    assert len(proxy.requests("GET", "/tags/list")) == 1  # asked once a layer proved large
+
+    # Nothing to build: the question is not even asked.
+    proxy.log.clear()
+    push(model, f"{proxy.host}/again/model:v3")
+    assert proxy.requests("GET", "/tags/list") == []
 
 
 def test_chunked_uploads_asked_for_are_not_replaced_by_a_stream(

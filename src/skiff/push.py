@@ -27,7 +27,6 @@ from skiff.registry.client import RegistryClient
 from skiff.registry.errors import RegistryError
 from skiff.registry.transport import TransportOptions
 from skiff.registry.upload import (
-    CHUNK_LIMITS,
     MONOLITHIC_MAX,
     BlobResult,
     BlobSource,
@@ -36,6 +35,7 @@ from skiff.registry.upload import (
     Outcome,
     push_blob,
     stream_growing,
+    streams_whole_blobs,
 )
 
 if TYPE_CHECKING:
@@ -235,15 +235,15 @@ class _Uploader:
         )
         self.futures: dict[Digest, tuple[Future[BlobResult], str]] = {}
         self.lock = threading.Lock()
+        self.asking = threading.Lock()
         self.mount_from: tuple[str, ...] = ()
         self.cancellation = Cancellation()
         self.growing: dict[GrowingBlob, Future[BlobResult | None]] = {}
-        self.stream_early = False
-        # One PATCH of unknown length: not where chunks are asked for or capped.
-        if options.chunk_size is None and ref.repository.registry not in CHUNK_LIMITS:
-            # A repository not known to be empty waits for digests.
-            with contextlib.suppress(RegistryError):
-                self.stream_early = not self.client.has_tags()
+        # Whether large layers are streamed as they are built: None until the first one asks
+        # (a push whose layers are all cached never pays for the question).
+        self.stream_early: bool | None = None
+        if not streams_whole_blobs(self.client, options.chunk_size):
+            self.stream_early = False
 
     def close(self) -> None:
         # After abandon() the workers stop at their next write: nothing to wait for.
@@ -270,7 +270,7 @@ class _Uploader:
     def follow(self, growing: GrowingBlob, role: str) -> None:
         """A large layer has started being written: stream it if that can only help."""
         with self.lock:
-            if self.stream_early:
+            if self.stream_early is not False:
                 self.growing[growing] = self.pool.submit(self._stream, growing, role)
 
     def _submit(self, digest: Digest, size: int, role: str, layout: Layout) -> None:
@@ -295,9 +295,8 @@ class _Uploader:
                 return None  # small (a PUT once built is cheaper), or never finished
             if written > MONOLITHIC_MAX:
                 break
-        with self.lock:
-            if not self.stream_early:
-                return None
+        if not self._may_stream():
+            return None
         self.events.blob_started(growing, None, role)
         done = [0]
 
@@ -313,6 +312,17 @@ class _Uploader:
             with self.lock:
                 self.stream_early = False  # this registry may refuse it again: stop trying
         return result
+
+    def _may_stream(self) -> bool:
+        """Only into a repository known to be empty: elsewhere what the registry has must be
+        skipped, which needs the digest first."""
+        with self.asking:  # its own lock: the builder's announcements need not wait for it
+            if self.stream_early is None:
+                answer = False
+                with contextlib.suppress(RegistryError):
+                    answer = not self.client.has_tags()
+                self.stream_early = answer
+            return self.stream_early
 
     def _after_stream(
         self, streamed: Future[BlobResult | None], blob: BlobSource, role: str

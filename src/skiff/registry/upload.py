@@ -266,6 +266,12 @@ class _Following:
                     return
 
 
+def streams_whole_blobs(client: RegistryClient, chunk_size: int | None) -> bool:
+    """True if a large blob may go up in one request (so also one of unknown length, as
+    ``stream_growing`` sends): not where chunks were asked for or the registry caps them."""
+    return chunk_size is None and client.repository.registry not in CHUNK_LIMITS
+
+
 def _chunk_size(client: RegistryClient, requested: int | None, blob_size: int) -> int:
     size = requested or blob_size
     limit = CHUNK_LIMITS.get(client.repository.registry)
@@ -571,4 +577,5 @@ __all__ = [
     "UploadCancelled",
     "push_blob",
     "stream_growing",
+    "streams_whole_blobs",
 ]
