@@ -191,6 +191,9 @@ def test_python_packages_get_their_own_deps_layer(tmp_path: Path, base_image: st
 
 def test_output_layout_is_read_by_skopeo_and_umoci(tmp_path: Path, base_image: str) -> None:
     model = copy_model(tmp_path)
+    # Code of several MiB: its gzip layer is several members, which umoci (Go) must read whole.
+    table = "".join(f"ENTRY_{i} = {i * 17 % 4099}\n" for i in range(250_000))
+    (model / "table.py").write_text(table)
     out = tmp_path / "layout"
     done = skiff("build", "-t", "hello:v1", "--output-layout", str(out), "-C", str(model))
     assert done.returncode == 0, done.stderr
@@ -215,6 +218,7 @@ def test_output_layout_is_read_by_skopeo_and_umoci(tmp_path: Path, base_image: s
     assert unpack.returncode == 0, unpack.stderr
     rootfs = bundle / "rootfs"
     assert (rootfs / "src" / "predict.py").read_bytes() == (EXAMPLE / "predict.py").read_bytes()
+    assert (rootfs / "src" / "table.py").read_text() == table
     assert (rootfs / "src" / WEIGHTS).stat().st_size == (EXAMPLE / WEIGHTS).stat().st_size
     assert (rootfs / "opt" / "skiff" / "python" / "cog" / "__init__.py").is_file()
     assert (rootfs / "hello.txt").is_file()  # the base image's own file

@@ -84,6 +84,23 @@ def test_known_digest_of_a_fixed_tar() -> None:
 GOLDEN_DIFF_ID = "sha256:10c8480ecbcd5e07dbda1dbfb9bda5bae60af262b78cf657ac1dce19fdf8257d"
 
 
+def test_known_digest_of_a_fixed_gzip_layer() -> None:
+    """The compressed digest too: it names the layer in a registry, so two machines building
+    the same code must agree on it, whatever zlib their Python was linked with."""
+    layout_dir = Path(os.environ["SKIFF_CACHE_DIR"]) / "golden-gzip"
+    source = "".join(f"WORDS_{i} = {i * 31 % 1009}\n" for i in range(150_000)).encode()
+    layer = build_layer(
+        [Entry.file("/src/predict.py", b"print('hi')\n"), Entry.file("/src/table.py", source)],
+        Layout.open(layout_dir),
+        "gzip",
+    )
+    assert len(source) > 2 << 20  # more than two gzip members
+    assert str(layer.descriptor.digest) == GOLDEN_GZIP_DIGEST
+
+
+GOLDEN_GZIP_DIGEST = "sha256:2db94b11fdab3d397911f7e9b389eb8c0d44b925233ad6f9efe16e1d616f4cf8"
+
+
 def _members(layout: Layout, layer: Layer) -> list[tarfile.TarInfo]:
     data = layout.read_bytes(layer.descriptor.digest)
     if layer.descriptor.media_type == OCI_LAYER_GZIP:

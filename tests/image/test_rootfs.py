@@ -233,6 +233,20 @@ def test_type_changes_between_layers(world: tuple[Path, Path]) -> None:
     assert (root / "y/inner").read_bytes() == b"y is a dir now"
 
 
+def test_a_layer_in_several_gzip_members_is_read_to_its_end(world: tuple[Path, Path]) -> None:
+    """skiff's own gzip layers are a series of members (reproducible_gzip), as eStargz layers
+    are; a reader that stopped after the first member would lose the files after it."""
+    root, _ = world
+    files = [M(f"data/f{i}", data=bytes([i]) * 300_000) for i in range(6)]
+    tar = tar_bytes(files)
+    pieces = [tar[start : start + 500_000] for start in range(0, len(tar), 500_000)]
+    layer = b"".join(gzip.compress(piece, mtime=0) for piece in pieces)
+    assert len(pieces) > 3
+    apply_layer(io.BytesIO(layer), root)
+    for i in range(6):
+        assert (root / f"data/f{i}").read_bytes() == bytes([i]) * 300_000
+
+
 def test_garbage_is_a_build_error(world: tuple[Path, Path]) -> None:
     root, _ = world
     with pytest.raises(BuildFailed, match="cannot unpack"):

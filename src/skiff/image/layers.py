@@ -2,10 +2,9 @@
 
 Reproducible means: the same entries give the same bytes on any machine. Entries are sorted,
 parent directories are added, and every header carries mtime 0, uid/gid 0, empty user/group names
-and the mode the caller chose; nothing from the host (owner, time, inode) reaches the tar. Gzip
-headers get mtime 0, no file name, and a fixed level. (The diff_id depends on nothing else; a
-gzip digest also depends on the zlib implementation, and zlib-ng, used by some distributions,
-compresses differently from zlib. Weights layers are uncompressed, so their digests never do.)
+and the mode the caller chose; nothing from the host (owner, time, inode) reaches the tar.
+Compressed layers go through ``reproducible_gzip``, whose bytes depend on the tar alone (not on
+the zlib the interpreter happens to be linked with).
 
 Files are streamed (constant memory) into a blob while both the compressed digest and the
 uncompressed one (the diff_id) are computed in the same pass. A fingerprint of the sources'
@@ -15,7 +14,6 @@ uncompressed one (the diff_id) are computed in the same pass. A fingerprint of t
 from __future__ import annotations
 
 import contextlib
-import gzip
 import hashlib
 import json
 import os
@@ -33,12 +31,12 @@ from skiff.errors import BuildFailed
 from skiff.fsutil import write_atomic
 from skiff.image.layout import GrowingBlob, Layout, cache_dir
 from skiff.image.oci import OCI_LAYER, OCI_LAYER_GZIP, Descriptor, canonical_json
+from skiff.image.reproducible_gzip import GzipMembers
 
 Compression = Literal["none", "gzip"]
 
 # Bump when the tar format changes, so stat-cache entries made by older versions are not reused.
-_FORMAT_VERSION = 1
-_GZIP_LEVEL = 6
+_FORMAT_VERSION = 2  # 2: gzip layers compressed by reproducible_gzip
 _DIR_MODE = 0o755
 _COPY_BUFFER = 1 << 20
 
@@ -220,11 +218,7 @@ def write_layer(
     ordered = _with_parents(entries)
     with layout.writer(watch=watch) as blob, contextlib.ExitStack() as compressor:
         if compression == "gzip":
-            # filename="" and mtime=0 keep host details out of the gzip header.
-            zipped = gzip.GzipFile(
-                filename="", mode="wb", compresslevel=_GZIP_LEVEL, fileobj=blob, mtime=0
-            )
-            sink = _TarSink(compressor.enter_context(zipped), hashed=True)
+            sink = _TarSink(compressor.enter_context(GzipMembers(blob)), hashed=True)
         else:
             sink = _TarSink(blob, hashed=False)
         # Mode "w" (not the streaming "w|", whose 10 kB buffer slicing costs more than the
@@ -238,7 +232,7 @@ def write_layer(
         ) as tar:
             for entry in ordered:
                 _add(tar, entry, stop)
-        compressor.close()  # the gzip trailer must be in the blob before it is committed
+        compressor.close()  # the last gzip member must be in the blob before it is committed
         digest = blob.commit()
         size = blob.size
     media_type = OCI_LAYER_GZIP if compression == "gzip" else OCI_LAYER

@@ -176,7 +176,7 @@ class BlobWriter:
                 self.abort()  # no one will enter the with-block that would remove the file
                 raise
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: bytes | bytearray) -> int:
         self._hash.update(data)
         try:
             self._file.write(data)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gzip
 import os
 import posixpath
 import shutil
@@ -31,7 +32,7 @@ import tarfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 from skiff.errors import BuildFailed
 from skiff.image.layout import Layout
@@ -69,12 +70,12 @@ def unpack_layers(layout: Layout, layers: Iterable[Descriptor], root: Path) -> U
 
 
 def apply_layer(fileobj: IO[bytes], root: Path, *, report: UnpackReport | None = None) -> None:
-    """Applies one layer tar (plain or gzip) onto ``root``."""
+    """Applies one layer tar (plain or gzip, from a seekable file) onto ``root``."""
     report = report if report is not None else UnpackReport()
     applier = _Applier(Path(os.path.realpath(root)), report)
     try:
-        # "r|*": a stream, any compression tarfile knows; layers are read once, front to back.
-        with tarfile.open(fileobj=fileobj, mode="r|*") as tar:
+        # A stream: layers are read once, front to back.
+        with tarfile.open(fileobj=_tar_stream(fileobj), mode="r|*") as tar:
             for member in tar:
                 applier.apply(member, tar)
     except (tarfile.TarError, EOFError, OSError, UnicodeError) as exc:
@@ -84,6 +85,22 @@ def apply_layer(fileobj: IO[bytes], root: Path, *, report: UnpackReport | None =
             ) from None
         raise BuildFailed(f"cannot unpack the layer: {exc}") from None
     applier.finish()
+
+
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _tar_stream(fileobj: IO[bytes]) -> IO[bytes]:
+    """The layer's tar (``fileobj`` is a seekable blob file): a gzip layer is decompressed here.
+
+    tarfile's own stream decompression ("r|gz") stops after the first gzip member, and a layer
+    may hold several (skiff's own do: see reproducible_gzip); gzip.GzipFile reads them all.
+    """
+    head = fileobj.read(len(_GZIP_MAGIC))
+    fileobj.seek(-len(head), os.SEEK_CUR)
+    if head == _GZIP_MAGIC:
+        return cast(IO[bytes], gzip.GzipFile(fileobj=fileobj, mode="rb"))
+    return fileobj
 
 
 class _Applier:
