@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from skiff.errors import BuildFailed
+from skiff.image import layers
 from skiff.image.layers import Entry, Layer, StatCache, build_layer
 from skiff.image.layout import GrowingBlob, Layout
 from skiff.image.oci import OCI_LAYER, OCI_LAYER_GZIP
@@ -190,6 +191,29 @@ def test_stat_cache_notices_same_size_edits_with_restored_mtime(tmp_path: Path) 
     os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns))
     second = build_layer([Entry.file("/w.bin", src)], layout, "none", stat_cache=cache)
     assert second.diff_id != first.diff_id
+
+
+def test_stat_cache_entries_of_another_layer_format_are_not_reused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After an upgrade that changes a layer's bytes (its gzip, say), unchanged inputs are
+    written again: reusing the old layer would keep a digest other machines no longer make."""
+    src = tmp_path / "table.py"
+    src.write_bytes(b"x = 1\n" * 200_000)
+    layout = Layout.open(tmp_path / "cache")
+    cache = StatCache(tmp_path / "stat")
+    entries = [Entry.file("/src/table.py", src)]
+    monkeypatch.setattr(layers, "_FORMAT_VERSION", 1)
+    old = build_layer(entries, layout, "gzip", stat_cache=cache)
+    cache.put("pydeps-key", old)  # keys made elsewhere (dependencies, build steps) as well
+    monkeypatch.setattr(layers, "_FORMAT_VERSION", 2)
+    assert cache.get("pydeps-key", layout) is None
+    before = _bytes_read()
+    build_layer(entries, layout, "gzip", stat_cache=cache)
+    assert _bytes_read() - before >= src.stat().st_size, "the older format's entry was reused"
+    before = _bytes_read()
+    build_layer(entries, layout, "gzip", stat_cache=cache)
+    assert _bytes_read() - before < src.stat().st_size, "the same format's entry was not reused"
 
 
 def test_stat_cache_rebuilds_when_the_blob_is_gone(tmp_path: Path) -> None:

@@ -35,7 +35,8 @@ from skiff.image.reproducible_gzip import GzipMembers
 
 Compression = Literal["none", "gzip"]
 
-# Bump when the tar format changes, so stat-cache entries made by older versions are not reused.
+# Bump when a layer's bytes change (tar or compression): stat-cache entries of another format
+# are never reused.
 _FORMAT_VERSION = 2  # 2: gzip layers compressed by reproducible_gzip
 _DIR_MODE = 0o755
 _COPY_BUFFER = 1 << 20
@@ -243,7 +244,9 @@ def write_layer(
 class StatCache:
     """Maps a key (a fingerprint of inputs) to a finished layer; one small JSON file per key.
 
-    One file per key means concurrent builds never lose each other's updates.
+    One file per key means concurrent builds never lose each other's updates. The file's name
+    carries the layer format: a layer written by an older skiff (whose gzip bytes differ) is
+    never reused, for any kind of key (source, dependencies, build steps).
     """
 
     def __init__(self, root: Path) -> None:
@@ -256,7 +259,7 @@ class StatCache:
     def get(self, key: str, layout: Layout) -> Layer | None:
         """The cached layer for ``key`` if its blob is still in ``layout`` with the right size."""
         try:
-            layer = Layer.from_json(json.loads((self.root / f"{key}.json").read_bytes()))
+            layer = Layer.from_json(json.loads(self._path(key).read_bytes()))
         except Exception:  # missing or damaged entry: a miss, never an error
             return None
         if not layout.has(layer.descriptor.digest, layer.descriptor.size):
@@ -267,7 +270,10 @@ class StatCache:
         # A cache that cannot be written only costs speed next time; never fail the build for it.
         with contextlib.suppress(OSError):
             self.root.mkdir(parents=True, exist_ok=True)
-            write_atomic(self.root / f"{key}.json", canonical_json(layer.to_json()))
+            write_atomic(self._path(key), canonical_json(layer.to_json()))
+
+    def _path(self, key: str) -> Path:
+        return self.root / f"{key}.v{_FORMAT_VERSION}.json"
 
 
 def fingerprint(entries: Iterable[Entry], compression: Compression) -> str:
@@ -298,7 +304,7 @@ def fingerprint(entries: Iterable[Entry], compression: Compression) -> str:
                     ]
                 )
         items.append(item)
-    return hashlib.sha256(canonical_json([_FORMAT_VERSION, compression, items])).hexdigest()
+    return hashlib.sha256(canonical_json([compression, items])).hexdigest()
 
 
 def build_layer(
