@@ -20,6 +20,7 @@ import pytest
 
 from skiff.errors import UploadFailed
 from skiff.push import PushOptions, PushResult, push
+from skiff.registry import upload
 from support import USERS, DockerConfig, RegistryServer, TokenIssuer, push_tiny_image
 from support.faultproxy import FaultProxy
 
@@ -247,4 +248,30 @@ def test_a_refusal_is_not_retried_and_fails_with_the_registrys_answer(
     assert "HTTP 413" in failed.value.message
     assert failed.value.hint is not None and "cached" in failed.value.hint
     assert len(proxy.requests("PATCH")) == 1  # asked once: retrying cannot change the answer
+    assert registry.manifests(REPO) == []
+
+
+def test_a_chunk_that_breaks_in_every_new_session_is_not_retried_forever(
+    tmp_path: Path, registry: RegistryServer, proxy: FaultProxy
+) -> None:
+    """Distribution drops a session whose chunk broke off, so the upload starts again from zero;
+    the first chunk then goes through again, which is not progress: the retry budget holds."""
+    model = model_with_weights(tmp_path, 12 * MB)
+    fired = 0
+
+    def arm() -> None:
+        # The second chunk of each session breaks (the first PATCH of a session is let through).
+        fault = proxy.reset("PATCH", UPLOADS, after_body_bytes=1 * MB, skip=1)
+        fault.on_fire = refire
+
+    def refire() -> None:
+        nonlocal fired
+        fired += 1
+        if fired < 20:  # bounded, so that the old behaviour fails this test instead of hanging
+            arm()
+
+    arm()
+    with pytest.raises(UploadFailed):
+        push(model, f"{proxy.host}/{REPO}:v1", PushOptions(chunk_size=4 * MB))
+    assert fired == upload.RESUME_ATTEMPTS + 1
     assert registry.manifests(REPO) == []

@@ -363,6 +363,7 @@ def _chunked(
     what = f"uploading blob {blob.digest}"
     location = tracked.session.location
     offset = 0
+    furthest = 0  # the most the registry has ever held of this blob, in any session
     sent = 0
     failures = 0
     hasher = _IncrementalCheck(blob)
@@ -403,7 +404,11 @@ def _chunked(
                 offset, location = resumed
                 hasher.seek(offset)
                 continue
-            failures = 0  # a chunk went through: the budget is for consecutive failures
+            if end + 1 > furthest:
+                # New ground: the budget is for failures in a row. A chunk sent again after a
+                # restart from zero is not progress, or a chunk that always breaks would loop.
+                furthest = end + 1
+                failures = 0
             next_location = client.absolute(response.headers.get("location") or location)
             if next_location != location:
                 location = next_location
