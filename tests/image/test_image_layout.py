@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -176,3 +177,14 @@ def test_open_removes_only_stale_temporaries(tmp_path: Path) -> None:
     os.utime(stale, (1, 1))
     Layout.open(tmp_path)
     assert not stale.exists() and fresh.exists()
+
+
+def test_a_cache_that_refuses_new_files_is_a_build_error_not_a_crash(tmp_path: Path) -> None:
+    layout = Layout.open(tmp_path / "oci")
+    # The folder for new blobs is not a folder any more (a real OS error, ENOTDIR, as EACCES
+    # would be for a cache made by another user, or ENOSPC when no inode is left).
+    shutil.rmtree(layout.blob_dir)
+    layout.blob_dir.write_text("not a folder")
+    with pytest.raises(BuildFailed, match="cannot write to") as failed:
+        layout.write_bytes(b"a layer")
+    assert failed.value.hint is not None and "SKIFF_CACHE_DIR" in failed.value.hint

@@ -9,6 +9,7 @@ error never leaves a partial blob under a digest name.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import os
@@ -162,7 +163,10 @@ class BlobWriter:
         self._expected = expected
         self._hash = hashlib.sha256()
         self.size = 0
-        fd, tmp = tempfile.mkstemp(dir=layout.blob_dir, prefix=".ingest-", suffix=".tmp")
+        try:
+            fd, tmp = tempfile.mkstemp(dir=layout.blob_dir, prefix=".ingest-", suffix=".tmp")
+        except OSError as exc:  # a cache made by another user, no inodes left, no descriptors
+            raise layout.write_error(exc) from None
         self._tmp = Path(tmp)
         self._file: IO[bytes] = os.fdopen(fd, "wb")
         self._done = False
@@ -292,10 +296,16 @@ class Layout:
 
     def write_error(self, exc: OSError) -> BuildFailed:
         """The error to report when the disk refuses a write (full, read-only, permissions)."""
-        return BuildFailed(
-            f"cannot write to {self.root}: {exc.strerror or exc}",
-            "free some disk space, or set SKIFF_CACHE_DIR to a folder on a larger disk",
-        )
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            hint = (
+                "the cache is not writable by you (made by another user, with sudo?): give it "
+                "back to your user, or set SKIFF_CACHE_DIR to a folder of yours"
+            )
+        elif exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            hint = "free some disk space, or set SKIFF_CACHE_DIR to a folder on a larger disk"
+        else:
+            hint = "check the disk and SKIFF_CACHE_DIR, then run the command again"
+        return BuildFailed(f"cannot write to {self.root}: {exc.strerror or exc}", hint)
 
     def path(self, digest: Digest) -> Path:
         return self.blob_dir / digest.hex
