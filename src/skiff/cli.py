@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
@@ -24,6 +26,8 @@ if TYPE_CHECKING:
 
 EXIT_OK, EXIT_ERROR, EXIT_INPUT, EXIT_REJECTED, EXIT_BUILD, EXIT_UPLOAD = 0, 1, 2, 3, 4, 5
 EXIT_INTERRUPTED = 130
+# How long a failed command waits for its threads to end before it leaves them behind.
+_LINGER_SECONDS = 2.0
 
 DESCRIPTION = (
     "Build Cog models into OCI images without Docker, and push them to any registry — "
@@ -54,13 +58,18 @@ def _console() -> Console:
     return stderr_console()
 
 
-def fail(error: SkiffError, as_json: bool) -> NoReturn:
+def report(error: SkiffError, as_json: bool) -> int:
+    """Tells the user what failed and how to fix it; returns the exit code."""
     from skiff.ui import print_error, print_json
 
     if as_json:
         print_json({"ok": False, "error": error.message, "hint": error.hint})
     print_error(_console(), error.message, error.hint)
-    raise SystemExit(exit_code(error))
+    return exit_code(error)
+
+
+def fail(error: SkiffError, as_json: bool) -> NoReturn:
+    raise SystemExit(report(error, as_json))
 
 
 def _debug_logging(enabled: bool) -> None:
@@ -495,7 +504,9 @@ def main() -> None:
         sys.stdout.flush()
         os._exit(EXIT_INTERRUPTED)
     except SkiffError as exc:
-        fail(exc, as_json)
+        code = report(exc, as_json)
+    except SystemExit as exc:  # fail() in a command, or argparse
+        code = exc.code if isinstance(exc.code, int) else EXIT_ERROR
     except Exception as exc:  # the last line of defence: a bug, reported as one
         from skiff.ui import print_error, print_json
 
@@ -504,7 +515,26 @@ def main() -> None:
         if as_json:
             print_json({"ok": False, "error": message, "hint": hint})
         print_error(_console(), message, hint)
-        sys.exit(EXIT_ERROR)
+        code = EXIT_ERROR
+    _leave(code)
+
+
+def _leave(code: int) -> NoReturn:
+    """Exits with ``code``. After a failure, work still running in skiff's threads (an upload
+    blocked in a send, a dependency install being stopped) gets a moment to end cleanly, and is
+    then left behind rather than holding the process: everything skiff writes is atomic."""
+    if code == EXIT_OK:
+        sys.exit(code)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    deadline = time.monotonic() + _LINGER_SECONDS
+    others = [
+        t for t in threading.enumerate() if t is not threading.current_thread() and not t.daemon
+    ]
+    for thread in others:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    if any(thread.is_alive() for thread in others):
+        os._exit(code)
     sys.exit(code)
 
 

@@ -129,15 +129,25 @@ class Builder:
         for descriptor in base.layers:
             self.on_layer(BuiltLayer(descriptor, "base"))
 
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="skiff-deps") as pool:
-            deps_future = pool.submit(self._deps_layer, cfg, layout, stat_cache)
+        # Dependencies install beside the other layers (uv waits on the network, the others on
+        # the disk). A failure or Ctrl-C elsewhere stops them (uv is ended, the layer's writing
+        # stops at its next read) and is not held up waiting for them.
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="skiff-deps")
+        stop_deps = threading.Event()
+        try:
+            deps_future = pool.submit(self._deps_layer, cfg, layout, stat_cache, stop_deps)
             step_layers = self._step_layers(steps, cfg, base, layout, stat_cache)
             runtime = self._layer(_runtime_entries(), layout, stat_cache, "gzip", "runtime")
             weights = self._weights_layers(plan.weights, layout, stat_cache)
             code = self._layer(plan.code, layout, stat_cache, "gzip", "code")
             deps = _result(deps_future)
-            if deps is not None:
-                self.on_layer(BuiltLayer(deps.descriptor, "deps"))
+        except BaseException:
+            stop_deps.set()
+            raise
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+        if deps is not None:
+            self.on_layer(BuiltLayer(deps.descriptor, "deps"))
 
         ordered: list[tuple[Layer, str]] = [*step_layers, (runtime, "runtime")]
         if deps is not None:
@@ -232,7 +242,7 @@ class Builder:
         return [(r.layer, r.step.role) for r in runner.run(steps, announce)]
 
     def _deps_layer(
-        self, cfg: cogconfig.Config, layout: Layout, stat_cache: StatCache
+        self, cfg: cogconfig.Config, layout: Layout, stat_cache: StatCache, stop: threading.Event
     ) -> Layer | None:
         requirements: list[str] | Path
         if cfg.build.python_requirements:
@@ -246,6 +256,7 @@ class Builder:
             layout,
             stat_cache=stat_cache,
             watch=self._watch("deps"),
+            stop=stop,
         )
 
     def _watch(self, role: str) -> Callable[[GrowingBlob], None] | None:

@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib.util import find_spec
@@ -140,10 +141,12 @@ def install_python_deps(
     target_dir: Path,
     *,
     binary_only: bool = True,
+    stop: threading.Event | None = None,
 ) -> list[Entry]:
     """Installs the requirements into ``target_dir`` for the target platform; returns its entries.
 
-    The entries place ``target_dir``'s content at ``SITE_PACKAGES`` in the image.
+    The entries place ``target_dir``'s content at ``SITE_PACKAGES`` in the image. Once ``stop``
+    is set, uv is ended and the install fails with BuildFailed.
     """
     reqs = requirements if isinstance(requirements, Requirements) else Requirements.of(requirements)
     _check_python_version(python_version)
@@ -173,7 +176,7 @@ def install_python_deps(
                 "-r",
                 req_file,
             ]
-            done = subprocess.run(args, capture_output=True, text=True, env=_uv_env())
+            done = _run_stoppable(args, stop)
         finally:
             os.unlink(req_file)
     if done.returncode != 0:
@@ -189,6 +192,38 @@ def install_python_deps(
         )
     _fix_scripts(target_dir)
     return site_entries(target_dir)
+
+
+_POLL_SECONDS = 0.2
+_TERMINATE_GRACE_SECONDS = 5.0
+
+
+def _run_stoppable(
+    args: list[str], stop: threading.Event | None
+) -> subprocess.CompletedProcess[str]:
+    """Runs uv to its end, or until ``stop`` is set (another part of the build failed, or the
+    user interrupted it): then uv is ended, and the build is not held up by an install whose
+    layer nobody will use."""
+    if stop is None:
+        return subprocess.run(args, capture_output=True, text=True, env=_uv_env())
+    with subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_uv_env()
+    ) as proc:
+        while True:
+            try:
+                out, err = proc.communicate(timeout=_POLL_SECONDS)
+                break
+            except subprocess.TimeoutExpired:
+                if not stop.is_set():
+                    continue
+            proc.terminate()
+            try:
+                proc.communicate(timeout=_TERMINATE_GRACE_SECONDS)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+            raise BuildFailed("stopped: another part of the build failed or was interrupted")
+    return subprocess.CompletedProcess(args, proc.returncode, out, err)
 
 
 def _record_hash(data: bytes) -> str:
@@ -258,10 +293,12 @@ def python_deps_layer(
     stat_cache: StatCache | None = None,
     binary_only: bool = True,
     watch: Callable[[GrowingBlob], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> Layer | None:
     """The layer of installed requirements (None if there are none), built once per inputs.
 
-    ``watch`` hears of the layer's blob as it starts being written (not for a cached layer).
+    ``watch`` hears of the layer's blob as it starts being written (not for a cached layer);
+    once ``stop`` is set, the install or the layer's writing ends with BuildFailed.
     """
     reqs = Requirements.of(requirements)
     if not reqs.significant:
@@ -289,9 +326,10 @@ def python_deps_layer(
             return cached
     with tempfile.TemporaryDirectory(prefix="skiff-deps-") as tmp:
         entries = install_python_deps(
-            reqs, python_version, platform, Path(tmp) / "site", binary_only=binary_only
+            reqs, python_version, platform, Path(tmp) / "site", binary_only=binary_only,
+            stop=stop,
         )
-        layer = build_layer(entries, layout, "gzip", watch=watch)
+        layer = build_layer(entries, layout, "gzip", watch=watch, stop=stop)
     if key is not None and stat_cache is not None:
         stat_cache.put(key, layer)
     return layer

@@ -1,0 +1,143 @@
+"""A push that fails while an upload is stuck on a hung link exits with its error at once,
+instead of waiting for the stuck upload to time out."""
+
+from __future__ import annotations
+
+import http.server
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from hardutil import MB, SKIFF, make_model
+from test_interrupt import bytes_in_open_uploads, default_sigint
+from throttle import Throttle
+
+from support import RegistryServer
+
+REPO = "demo/failing"
+
+
+class _HeldIndex(http.server.ThreadingHTTPServer):
+    """A package index on 127.0.0.1 that holds every request until ``release`` is set, then
+    answers 404: a dependency install that fails when the test says so."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.asked = threading.Event()
+        super().__init__(("127.0.0.1", 0), _HeldHandler)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/simple"
+
+
+class _HeldHandler(http.server.BaseHTTPRequestHandler):
+    server: _HeldIndex
+
+    def do_GET(self) -> None:
+        self.server.asked.set()
+        self.server.release.wait(120)
+        self.send_error(404)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def held_index() -> Iterator[_HeldIndex]:
+    index = _HeldIndex()
+    thread = threading.Thread(target=index.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield index
+    finally:
+        index.release.set()
+        index.shutdown()
+        index.server_close()
+
+
+def test_a_build_failure_while_an_upload_hangs_exits_4_at_once(
+    tmp_path: Path, registry: RegistryServer, held_index: _HeldIndex
+) -> None:
+    model = make_model(tmp_path, weights=64 * MB)
+    spec = yaml.safe_load((model / "cog.yaml").read_text())
+    spec["build"]["python_packages"] = ["skiff-test-no-such-package==1.0"]
+    (model / "cog.yaml").write_text(yaml.safe_dump(spec))
+    env = dict(
+        os.environ,
+        UV_INDEX_URL=held_index.url,
+        UV_CACHE_DIR=str(tmp_path / "uv-cache"),
+        SKIFF_CACHE_DIR=str(tmp_path / "cache"),
+    )
+    with Throttle(registry.host, rate=8 * MB) as link:
+        command = [str(SKIFF), "push", f"{link.host}/{REPO}:v1", "-C", str(model)]
+        with subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        ) as process:
+            try:
+                deadline = time.monotonic() + 60
+                # The weights are going up, and uv is waiting for the index.
+                while bytes_in_open_uploads(registry, REPO) < 2 * MB:
+                    assert process.poll() is None, process.communicate()
+                    assert time.monotonic() < deadline, "the upload never started"
+                    time.sleep(0.02)
+                assert held_index.asked.wait(30), "uv never asked the index"
+                link.stall(600)  # the link hangs: the upload blocks in a send
+                time.sleep(0.5)
+                failed_at = time.monotonic()
+                held_index.release.set()  # and now the dependency install fails
+                process.wait(timeout=60)
+                took = time.monotonic() - failed_at
+            finally:
+                if process.poll() is None:
+                    process.kill()
+            stdout, stderr = process.communicate()
+    assert process.returncode == 4, stdout + stderr
+    assert "uv could not install the Python packages" in stderr
+    assert "Traceback" not in stderr
+    # uv's own failure, the error, and at most a short wait for the stuck upload's thread
+    # (the link would have held it until its 300 s timeout).
+    assert took < 10, f"exited {took:.1f} s after the build failed"
+    assert registry.manifests(REPO) == []
+
+
+def test_ctrl_c_while_dependencies_install_exits_130_at_once(
+    tmp_path: Path, registry: RegistryServer, held_index: _HeldIndex
+) -> None:
+    """The dependency install runs beside the other layers; Ctrl-C does not wait for it."""
+    model = make_model(tmp_path)
+    spec = yaml.safe_load((model / "cog.yaml").read_text())
+    spec["build"]["python_packages"] = ["skiff-test-no-such-package==1.0"]
+    (model / "cog.yaml").write_text(yaml.safe_dump(spec))
+    env = dict(
+        os.environ,
+        UV_INDEX_URL=held_index.url,
+        UV_CACHE_DIR=str(tmp_path / "uv-cache"),
+        SKIFF_CACHE_DIR=str(tmp_path / "cache"),
+    )
+    with subprocess.Popen(
+        [str(SKIFF), "build", "-C", str(model)],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        preexec_fn=default_sigint,
+    ) as process:
+        try:
+            assert held_index.asked.wait(60), "uv never asked the index"
+            interrupted = time.monotonic()
+            process.send_signal(signal.SIGINT)
+            code = process.wait(timeout=30)
+            took = time.monotonic() - interrupted
+        finally:
+            if process.poll() is None:
+                process.kill()
+    assert code == 130
+    assert took < 1.0, f"exited {took:.1f} s after Ctrl-C"
