@@ -505,8 +505,8 @@ def main() -> None:
         os._exit(EXIT_INTERRUPTED)
     except SkiffError as exc:
         code = report(exc, as_json)
-    except SystemExit as exc:  # fail() in a command, or argparse
-        code = exc.code if isinstance(exc.code, int) else EXIT_ERROR
+    except SystemExit as exc:  # fail() in a command, or argparse (--help exits 0)
+        code = _exit_status(exc.code)
     except Exception as exc:  # the last line of defence: a bug, reported as one
         from skiff.ui import print_error, print_json
 
@@ -517,6 +517,13 @@ def main() -> None:
         print_error(_console(), message, hint)
         code = EXIT_ERROR
     _leave(code)
+
+
+def _exit_status(code: object) -> int:
+    """The status a ``SystemExit`` stands for: None is success, a message is an error."""
+    if code is None:
+        return EXIT_OK
+    return code if isinstance(code, int) else EXIT_ERROR
 
 
 def _leave(code: int) -> NoReturn:
