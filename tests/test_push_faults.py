@@ -275,3 +275,43 @@ def test_a_chunk_that_breaks_in_every_new_session_is_not_retried_forever(
         push(model, f"{proxy.host}/{REPO}:v1", PushOptions(chunk_size=4 * MB))
     assert fired == upload.RESUME_ATTEMPTS + 1
     assert registry.manifests(REPO) == []
+
+
+class _RemovesTheWeightsBlob:
+    """Push events that delete the weights layer's cached blob as its upload starts (as if the
+    cache were cleaned by hand, or by another tool, in the middle of a push)."""
+
+    def __init__(self, cache: Path) -> None:
+        self.cache = cache
+        self.removed: list[str] = []
+
+    def check(self, result: Any) -> None: ...
+    def status(self, text: str) -> None: ...
+    def blob_progress(self, key: object, done: int) -> None: ...
+    def blob_finished(self, key: object, result: Any, role: str) -> None: ...
+
+    def blob_started(self, key: object, size: int | None, role: str) -> None:
+        if role == "weights" and size is not None:
+            (self.cache / "oci" / "blobs" / "sha256" / str(key).split(":")[1]).unlink()
+            self.removed.append(str(key))
+
+
+def test_a_cached_blob_removed_during_the_push_fails_it_with_exit_5_not_a_crash(
+    tmp_path: Path, registry: RegistryServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("SKIFF_CACHE_DIR", str(cache))
+    model = model_with_weights(tmp_path, 12 * MB)
+    events = _RemovesTheWeightsBlob(cache)
+    ref = f"{registry.host}/{REPO}:v1"
+    with pytest.raises(UploadFailed) as failed:
+        # Chunks asked for: the weights go up from the cache once built (not streamed).
+        push(model, ref, PushOptions(chunk_size=4 * MB), events=events)
+    assert events.removed
+    assert f"cannot read {events.removed[0]} from the cache" in failed.value.message
+    assert failed.value.hint is not None and "push again" in failed.value.hint
+    assert registry.manifests(REPO) == []
+    # As the hint says: the next push builds the missing layer again and completes.
+    done = push(model, ref)
+    assert registry.tags(REPO) == {"v1": str(done.digest)}
+    assert_complete(registry, REPO)

@@ -49,6 +49,10 @@ MANIFEST_ATTEMPTS = 4
 # What a registry answers to a manifest whose blobs it does not see (yet).
 _BLOB_NOT_SEEN = frozenset({"MANIFEST_BLOB_UNKNOWN", "BLOB_UNKNOWN", "DIGEST_INVALID"})
 CACHED_HINT = "the build is cached: run the same push again and only what is missing is uploaded"
+CACHE_CHANGED_HINT = (
+    "the build cache changed during the push (was it cleaned?): run the same push again; the "
+    "build writes what is missing"
+)
 
 
 class PushEvents(Protocol):
@@ -370,6 +374,10 @@ class _Uploader:
                 continue
             except SkiffError as exc:
                 errors.append(exc.message)
+                continue
+            except OSError as exc:  # the cached blob went away or became unreadable
+                errors.append(f"cannot read {digest} from the cache: {exc.strerror or exc}")
+                hint = CACHE_CHANGED_HINT
                 continue
             results.append(LayerReport(digest, blob.size, role, blob.outcome, blob.bytes_sent))
         if errors:
