@@ -258,9 +258,8 @@ class _Uploader:
         """Stop at once: no new request, open upload sessions cancelled (bounded in time)."""
         self.cancellation.cancel(timeout=0.5)
         self.pool.shutdown(wait=False, cancel_futures=True)
-        # A worker blocked in a send (a slow link, a registry slow to answer) would keep the
-        # process alive until it returns (Python joins worker threads at exit): closing the
-        # connections under it makes that send fail at once, and the cancelled upload stops.
+        # Idle connections close now. A worker blocked in a send (a hung link) stays blocked
+        # until its timeout whatever is closed here: the CLI does not wait for it (cli._leave).
         self.client.close()
 
     def mount_base(self, base: BaseImage) -> None:
