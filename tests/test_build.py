@@ -23,7 +23,9 @@ import pytest
 import yaml
 
 from skiff import __version__
+from skiff.errors import BuildFailed
 from skiff.image.builder import Builder, BuildOptions, BuiltImage, BuiltLayer
+from skiff.image.layers import Entry, StatCache
 from skiff.image.layout import Layout
 from skiff.image.oci import OCI_LAYER, OCI_LAYER_GZIP
 from support import RegistryServer, push_tiny_image
@@ -324,6 +326,25 @@ def test_a_missing_base_image_is_a_build_error_naming_it(
     assert done.returncode == 4, done.stderr
     assert missing in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_weights_layer_that_fails_stops_one_built_before_it_in_order(tmp_path: Path) -> None:
+    """Layers built side by side: the third fails at once (its file is gone), and the first,
+    2 GiB long, stops at its next read instead of being written to its end."""
+    big = tmp_path / "a.bin"
+    with big.open("wb") as f:
+        f.truncate(2048 * 1024 * 1024)  # sparse: nothing on disk until the layer is written
+    groups = [
+        [Entry.file("/src/weights/a.bin", big)],
+        [Entry.file("/src/weights/b.bin", b"small")],
+        [Entry.file("/src/weights/gone.bin", tmp_path / "gone.bin")],
+    ]
+    layout = Layout.open(tmp_path / "oci")
+    builder = Builder(copy_model(tmp_path), BuildOptions(), layout=layout)
+    with pytest.raises(BuildFailed, match=r"gone\.bin"):
+        builder._weights_layers(groups, layout, StatCache(tmp_path / "stat"))
+    sizes = [path.stat().st_size for path in layout.blob_dir.iterdir() if path.is_file()]
+    assert all(size < 1024 * 1024 * 1024 for size in sizes), "the 2 GiB layer was finished"
 
 
 def test_large_weights_files_are_built_side_by_side_in_a_fixed_order(

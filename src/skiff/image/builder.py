@@ -15,7 +15,7 @@ import json
 import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -207,6 +207,11 @@ class Builder:
             for group in groups
         ]
         try:
+            # The first failure stops the others at once, even one built before it in order.
+            wait(futures, return_when=FIRST_EXCEPTION)
+            failed = next((f for f in futures if f.done() and f.exception() is not None), None)
+            if failed is not None:
+                failed.result()  # raises its exception
             return [future.result() for future in futures]
         except BaseException:
             # A failure or Ctrl-C: layers not started are dropped, the ones being written stop
