@@ -58,7 +58,7 @@ def _console() -> Console:
     return stderr_console()
 
 
-def report(error: SkiffError, as_json: bool) -> int:
+def print_failure(error: SkiffError, as_json: bool) -> int:
     """Tells the user what failed and how to fix it; returns the exit code."""
     from skiff.ui import print_error, print_json
 
@@ -69,7 +69,7 @@ def report(error: SkiffError, as_json: bool) -> int:
 
 
 def fail(error: SkiffError, as_json: bool) -> NoReturn:
-    raise SystemExit(report(error, as_json))
+    raise SystemExit(print_failure(error, as_json))
 
 
 def _debug_logging(enabled: bool) -> None:
@@ -504,7 +504,7 @@ def main() -> None:
         sys.stdout.flush()
         os._exit(EXIT_INTERRUPTED)
     except SkiffError as exc:
-        code = report(exc, as_json)
+        code = print_failure(exc, as_json)
     except SystemExit as exc:  # fail() in a command, or argparse (--help exits 0)
         code = _exit_status(exc.code)
     except Exception as exc:  # the last line of defence: a bug, reported as one
