@@ -34,6 +34,7 @@ from skiff.registry.upload import (
     CorruptBlob,
     Outcome,
     push_blob,
+    retryable,
     stream_growing,
     streams_whole_blobs,
 )
@@ -359,6 +360,12 @@ class _Uploader:
             self.submit(layer, layout)
         self._submit(image.config_descriptor.digest, image.config_descriptor.size, "config",
                      layout)
+        refused = self._wait_unless_refused()
+        if refused is not None:
+            # The other uploads were cancelled mid-way: what they end with says nothing more.
+            raise UploadFailed(
+                f"upload to {self.ref.repository} failed: {refused.message}", CACHED_HINT
+            )
         results: list[LayerReport] = []
         errors: list[str] = []
         hint = CACHED_HINT
@@ -399,6 +406,22 @@ class _Uploader:
         return PushResult(
             self.ref, digest, results, report, image.warnings, time.perf_counter() - started
         )
+
+    def _wait_unless_refused(self) -> RegistryError | None:
+        """Waits for every upload, unless the registry refuses one for good (a proxy's 413, a
+        storage quota): nothing can make this push succeed then, so the others are cancelled at
+        once rather than run to their end. Returns that refusal, or None."""
+        from concurrent.futures import FIRST_EXCEPTION, wait
+
+        pending = {future for future, _ in self.futures.values()}
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            for future in done:
+                exc = future.exception()
+                if isinstance(exc, RegistryError) and not retryable(exc):
+                    self.abandon()
+                    return exc
+        return None
 
     def _put_manifest(self, body: bytes, media_type: str) -> Digest:
         """PUT the manifest; a registry that does not see a blob it has just accepted is asked

@@ -18,7 +18,10 @@ from hardutil import MB, SKIFF, make_model
 from test_interrupt import bytes_in_open_uploads, default_sigint
 from throttle import Throttle
 
+from skiff.errors import UploadFailed
+from skiff.push import push
 from support import RegistryServer
+from support.faultproxy import FaultProxy
 
 REPO = "demo/failing"
 
@@ -141,3 +144,23 @@ def test_ctrl_c_while_dependencies_install_exits_130_at_once(
                 process.kill()
     assert code == 130
     assert took < 1.0, f"exited {took:.1f} s after Ctrl-C"
+
+
+def test_a_refusal_for_good_cancels_the_other_uploads_instead_of_waiting_for_them(
+    tmp_path: Path, registry: RegistryServer
+) -> None:
+    """The small blobs are refused (413, as a proxy's body limit answers) while the weights go
+    up a slow link: the push fails as soon as the refusal is known, not when the weights are
+    done."""
+    model = make_model(tmp_path, weights=40 * MB)
+    with Throttle(registry.host, rate=2 * MB) as slow, FaultProxy(slow.host) as proxy:
+        proxy.respond("PUT", "/blobs/uploads/", 413, max_body=1 * MB, times=1000)
+        started = time.monotonic()
+        with pytest.raises(UploadFailed) as failed:
+            push(model, f"{proxy.host}/{REPO}:v1")
+        took = time.monotonic() - started
+    assert "HTTP 413" in failed.value.message
+    assert failed.value.hint is not None and "cached" in failed.value.hint
+    # The weights alone need 20 s on this link; the refusal comes within the first seconds.
+    assert took < 10, f"failed after {took:.1f} s"
+    assert registry.manifests(REPO) == []

@@ -339,7 +339,7 @@ def _monolithic(
             break
         except RegistryError as exc:
             failures += 1
-            if failures > RESUME_ATTEMPTS or not _retryable(exc):
+            if failures > RESUME_ATTEMPTS or not retryable(exc):
                 raise
             log.info("uploading %s failed (%s); trying again", blob.digest, exc)
             cancel.wait(_backoff(failures, exc))
@@ -388,7 +388,7 @@ def _chunked(
             except RegistryError as exc:
                 progress(-body.sent)
                 failures += 1
-                if failures > RESUME_ATTEMPTS or not _retryable(exc):
+                if failures > RESUME_ATTEMPTS or not retryable(exc):
                     raise
                 log.info("chunk %d-%d of %s failed (%s); resuming", offset, end, blob.digest, exc)
                 cancel.wait(_backoff(failures, exc))
@@ -482,7 +482,7 @@ def _commit(client: RegistryClient, blob: BlobSource, location: str, what: str) 
 _SESSION_LOST = frozenset({"BLOB_UPLOAD_UNKNOWN", "BLOB_UPLOAD_INVALID"})
 
 
-def _retryable(exc: RegistryError) -> bool:
+def retryable(exc: RegistryError) -> bool:
     """Failures another attempt can get past: the network, the server, a lost session."""
     if isinstance(exc, Unreachable | ServerError) or exc.code in _SESSION_LOST:
         return True
