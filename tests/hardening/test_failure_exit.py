@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import http.server
 import os
-import signal
 import subprocess
 import threading
 import time
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 from hardutil import MB, SKIFF, make_model
-from test_interrupt import bytes_in_open_uploads, default_sigint
+from test_interrupt import default_sigint, interrupt, wait_for_upload
 from throttle import Throttle
 
 from skiff.errors import UploadFailed
@@ -67,31 +66,36 @@ def held_index() -> Iterator[_HeldIndex]:
         index.server_close()
 
 
-def test_a_build_failure_while_an_upload_hangs_exits_4_at_once(
-    tmp_path: Path, registry: RegistryServer, held_index: _HeldIndex
-) -> None:
-    model = make_model(tmp_path, weights=64 * MB)
+def model_needing_a_held_package(
+    parent: Path, index: _HeldIndex, weights: int = 0
+) -> tuple[Path, dict[str, str]]:
+    """A model whose one Python package is asked of ``index``, and the environment that
+    points uv (and a cache of its own) there."""
+    model = make_model(parent, weights=weights)
     spec = yaml.safe_load((model / "cog.yaml").read_text())
     spec["build"]["python_packages"] = ["skiff-test-no-such-package==1.0"]
     (model / "cog.yaml").write_text(yaml.safe_dump(spec))
     env = dict(
         os.environ,
-        UV_INDEX_URL=held_index.url,
-        UV_CACHE_DIR=str(tmp_path / "uv-cache"),
-        SKIFF_CACHE_DIR=str(tmp_path / "cache"),
+        UV_INDEX_URL=index.url,
+        UV_CACHE_DIR=str(parent / "uv-cache"),
+        SKIFF_CACHE_DIR=str(parent / "cache"),
     )
+    return model, env
+
+
+def test_a_build_failure_while_an_upload_hangs_exits_4_at_once(
+    tmp_path: Path, registry: RegistryServer, held_index: _HeldIndex
+) -> None:
+    model, env = model_needing_a_held_package(tmp_path, held_index, weights=64 * MB)
     with Throttle(registry.host, rate=8 * MB) as link:
         command = [str(SKIFF), "push", f"{link.host}/{REPO}:v1", "-C", str(model)]
         with subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
         ) as process:
             try:
-                deadline = time.monotonic() + 60
                 # The weights are going up, and uv is waiting for the index.
-                while bytes_in_open_uploads(registry, REPO) < 2 * MB:
-                    assert process.poll() is None, process.communicate()
-                    assert time.monotonic() < deadline, "the upload never started"
-                    time.sleep(0.02)
+                wait_for_upload(registry, REPO, process)
                 assert held_index.asked.wait(30), "uv never asked the index"
                 link.stall(600)  # the link hangs: the upload blocks in a send
                 time.sleep(0.5)
@@ -116,16 +120,7 @@ def test_ctrl_c_while_dependencies_install_exits_130_at_once(
     tmp_path: Path, registry: RegistryServer, held_index: _HeldIndex
 ) -> None:
     """The dependency install runs beside the other layers; Ctrl-C does not wait for it."""
-    model = make_model(tmp_path)
-    spec = yaml.safe_load((model / "cog.yaml").read_text())
-    spec["build"]["python_packages"] = ["skiff-test-no-such-package==1.0"]
-    (model / "cog.yaml").write_text(yaml.safe_dump(spec))
-    env = dict(
-        os.environ,
-        UV_INDEX_URL=held_index.url,
-        UV_CACHE_DIR=str(tmp_path / "uv-cache"),
-        SKIFF_CACHE_DIR=str(tmp_path / "cache"),
-    )
+    model, env = model_needing_a_held_package(tmp_path, held_index)
     with subprocess.Popen(
         [str(SKIFF), "build", "-C", str(model)],
         stderr=subprocess.PIPE,
@@ -135,10 +130,7 @@ def test_ctrl_c_while_dependencies_install_exits_130_at_once(
     ) as process:
         try:
             assert held_index.asked.wait(60), "uv never asked the index"
-            interrupted = time.monotonic()
-            process.send_signal(signal.SIGINT)
-            code = process.wait(timeout=30)
-            took = time.monotonic() - interrupted
+            code, took = interrupt(process)
         finally:
             if process.poll() is None:
                 process.kill()

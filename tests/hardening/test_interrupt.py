@@ -25,6 +25,25 @@ def default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def interrupt(process: subprocess.Popen[str], timeout: float = 30) -> tuple[int, float]:
+    """Ctrl-C to ``process``: its exit code, and how long it took to exit after the signal."""
+    interrupted = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    code = process.wait(timeout=timeout)
+    return code, time.monotonic() - interrupted
+
+
+def wait_for_upload(
+    registry: RegistryServer, repo: str, process: subprocess.Popen[str], at_least: int = 2 * MB
+) -> None:
+    """Returns once ``at_least`` bytes of an upload to ``repo`` have reached the registry."""
+    deadline = time.monotonic() + 60
+    while bytes_in_open_uploads(registry, repo) < at_least:
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the upload never started"
+        time.sleep(0.02)
+
+
 def bytes_in_open_uploads(registry: RegistryServer, repo: str) -> int:
     base = registry.root / "docker/registry/v2/repositories" / repo / "_uploads"
     return sum(data.stat().st_size for data in base.glob("*/data") if data.exists())
@@ -47,15 +66,8 @@ def test_ctrl_c_mid_upload_exits_130_within_a_second_and_cancels_the_sessions(
             preexec_fn=default_sigint,
         ) as process:
             try:
-                deadline = time.monotonic() + 60
-                while bytes_in_open_uploads(registry, REPO) < 2 * MB:
-                    assert process.poll() is None, process.communicate()
-                    assert time.monotonic() < deadline, "the upload never started"
-                    time.sleep(0.02)
-                interrupted = time.monotonic()
-                process.send_signal(signal.SIGINT)
-                process.wait(timeout=10)
-                took = time.monotonic() - interrupted
+                wait_for_upload(registry, REPO, process)
+                _, took = interrupt(process, timeout=10)
             finally:
                 if process.poll() is None:
                     process.kill()
@@ -121,10 +133,7 @@ def test_ctrl_c_while_weights_layers_are_built_side_by_side_exits_at_once(
             while len(blobs_being_written(cache)) < 3:
                 assert process.poll() is None and time.monotonic() < deadline
                 time.sleep(0.01)
-            interrupted = time.monotonic()
-            process.send_signal(signal.SIGINT)
-            code = process.wait(timeout=30)
-            took = time.monotonic() - interrupted
+            code, took = interrupt(process)
         finally:
             if process.poll() is None:
                 process.kill()
