@@ -24,7 +24,7 @@ from skiff.push import PushOptions, push
 from skiff.reference import parse
 from skiff.registry.client import RegistryClient
 from skiff.registry.transport import TransportOptions
-from skiff.registry.upload import Outcome, stream_growing
+from skiff.registry.upload import Cancellation, Outcome, UploadCancelled, stream_growing
 from support import RegistryServer
 from support.faultproxy import FaultProxy
 from test_push_faults import assert_complete, model_with_weights
@@ -164,3 +164,21 @@ def test_a_growing_blob_reads_back_exactly_what_was_written(tmp_path: Path) -> N
     assert digest == Digest.of(data) == followed[0].digest
     with followed[0].open() as handle:  # the committed blob, under its digest
         assert handle.read() == data
+
+
+def test_a_session_opened_as_the_push_is_cancelled_is_closed_at_once(
+    registry: RegistryServer,
+) -> None:
+    """A worker can open a session just after the push was cancelled (cancel() has already
+    closed the sessions it knew of): that one is closed too, and the worker stops."""
+    repo = "demo/cancelled"
+    ref = parse(f"{registry.host}/{repo}:v1")
+    with RegistryClient(ref.repository, ANONYMOUS, options=TransportOptions.from_env()) as client:
+        cancellation = Cancellation()
+        cancellation.cancel()
+        session = client.start_upload()
+        assert session is not None
+        assert registry.open_uploads(repo)  # the registry holds it
+        with pytest.raises(UploadCancelled):
+            cancellation.opened(client, session)
+    assert registry.open_uploads(repo) == []

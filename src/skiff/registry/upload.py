@@ -10,6 +10,7 @@ the registry reports, or in a new session when the registry dropped the old one.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import threading
@@ -99,8 +100,16 @@ class Cancellation:
             self.check()
 
     def opened(self, client: RegistryClient, session: UploadSession) -> None:
+        """Remember ``session`` for ``cancel``; one opened after it raises UploadCancelled."""
         with self._lock:
-            self._open[session.location] = client
+            if not self._event.is_set():
+                self._open[session.location] = client
+                return
+        # Opened as the push was being cancelled: cancel() has gone by, so close it here. (The
+        # client may be closed already; the registry then lets the session expire.)
+        with contextlib.suppress(RuntimeError):
+            client.cancel_upload(session, timeout=0.5)
+        self.check()
 
     def closed(self, session: UploadSession) -> None:
         with self._lock:
