@@ -538,8 +538,11 @@ def _leave(code: int) -> NoReturn:
     others = [
         t for t in threading.enumerate() if t is not threading.current_thread() and not t.daemon
     ]
-    for thread in others:
-        thread.join(max(0.0, deadline - time.monotonic()))
+    try:
+        for thread in others:
+            thread.join(max(0.0, deadline - time.monotonic()))
+    except KeyboardInterrupt:  # the error is told already: Ctrl-C only cuts the wait short
+        os._exit(code)
     if any(thread.is_alive() for thread in others):
         os._exit(code)
     sys.exit(code)

@@ -50,6 +50,10 @@ MANIFEST_ATTEMPTS = 4
 # What a registry answers to a manifest whose blobs it does not see (yet).
 _BLOB_NOT_SEEN = frozenset({"MANIFEST_BLOB_UNKNOWN", "BLOB_UNKNOWN", "DIGEST_INVALID"})
 CACHED_HINT = "the build is cached: run the same push again and only what is missing is uploaded"
+REFUSED_HINT = (
+    "the registry refused it for good: fix what it says (a proxy's body size limit, a storage "
+    "quota, permissions), then push again; the build is cached"
+)
 CACHE_CHANGED_HINT = (
     "the build cache changed during the push (was it cleaned?): run the same push again; the "
     "build writes what is missing"
@@ -186,6 +190,7 @@ def push(
     uploader = _Uploader(ref, options, events)
 
     def on_layer(layer: BuiltLayer) -> None:
+        uploader.raise_if_refused()  # nothing can make this push succeed: stop building
         if layer.role == "base" and builder.base is not None:
             uploader.mount_base(builder.base)
         uploader.submit(layer, cache)
@@ -193,7 +198,7 @@ def push(
     try:
         builder = Builder(
             folder, options.build, layout=cache, on_layer=on_layer, on_status=events.status,
-            on_layer_started=uploader.follow,
+            on_layer_started=uploader.follow, check_stop=uploader.raise_if_refused,
         )
         image = builder.build()
         return uploader.finish(image, cache, report, started)
@@ -243,6 +248,7 @@ class _Uploader:
         self.asking = threading.Lock()
         self.mount_from: tuple[str, ...] = ()
         self.cancellation = Cancellation()
+        self.refused: RegistryError | None = None  # a blob refused for good, once one is
         self.growing: dict[GrowingBlob, Future[BlobResult | None]] = {}
         # Whether large layers are streamed as they are built: None until the first one asks
         # (a push whose layers are all cached never pays for the question).
@@ -288,6 +294,7 @@ class _Uploader:
                 future = self.pool.submit(self._after_stream, streamed, blob, role)
             else:
                 future = self.pool.submit(self._upload, blob, role)
+            future.add_done_callback(self._note_refusal)
             self.futures[digest] = (future, role)
 
     def _stream(self, growing: GrowingBlob, role: str) -> BlobResult | None:
@@ -360,12 +367,9 @@ class _Uploader:
             self.submit(layer, layout)
         self._submit(image.config_descriptor.digest, image.config_descriptor.size, "config",
                      layout)
-        refused = self._wait_unless_refused()
-        if refused is not None:
+        if self._wait_unless_refused():
             # The other uploads were cancelled mid-way: what they end with says nothing more.
-            raise UploadFailed(
-                f"upload to {self.ref.repository} failed: {refused.message}", CACHED_HINT
-            )
+            self.raise_if_refused()
         results: list[LayerReport] = []
         errors: list[str] = []
         hint = CACHED_HINT
@@ -407,21 +411,37 @@ class _Uploader:
             self.ref, digest, results, report, image.warnings, time.perf_counter() - started
         )
 
-    def _wait_unless_refused(self) -> RegistryError | None:
+    def _wait_unless_refused(self) -> bool:
         """Waits for every upload, unless the registry refuses one for good (a proxy's 413, a
         storage quota): nothing can make this push succeed then, so the others are cancelled at
-        once rather than run to their end. Returns that refusal, or None."""
+        once rather than run to their end. True if that happened."""
         from concurrent.futures import FIRST_EXCEPTION, wait
 
         pending = {future for future, _ in self.futures.values()}
-        while pending:
+        while pending and self.refused is None:
             done, pending = wait(pending, return_when=FIRST_EXCEPTION)
-            for future in done:
-                exc = future.exception()
-                if isinstance(exc, RegistryError) and not retryable(exc):
-                    self.abandon()
-                    return exc
-        return None
+            for future in done:  # a future's callbacks may run after wait() has returned
+                self._note_refusal(future)
+        if self.refused is None:
+            return False
+        self.abandon()
+        return True
+
+    def _note_refusal(self, future: Future[BlobResult]) -> None:
+        """Remembers the first refusal for good, for the build and ``finish`` to stop at."""
+        if future.cancelled():
+            return
+        exc = future.exception()
+        if isinstance(exc, RegistryError) and not retryable(exc):
+            with self.lock:
+                self.refused = self.refused or exc
+
+    def raise_if_refused(self) -> None:
+        refused = self.refused
+        if refused is not None:
+            raise UploadFailed(
+                f"upload to {self.ref.repository} failed: {refused.message}", REFUSED_HINT
+            )
 
     def _put_manifest(self, body: bytes, media_type: str) -> Digest:
         """PUT the manifest; a registry that does not see a blob it has just accepted is asked

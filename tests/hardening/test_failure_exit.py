@@ -66,14 +66,21 @@ def held_index() -> Iterator[_HeldIndex]:
         index.server_close()
 
 
+PACKAGE = "skiff-test-no-such-package==1.0"
+
+
 def model_needing_a_held_package(
-    parent: Path, index: _HeldIndex, weights: int = 0
+    parent: Path, index: _HeldIndex, weights: int = 0, requirements_file: bool = False
 ) -> tuple[Path, dict[str, str]]:
-    """A model whose one Python package is asked of ``index``, and the environment that
-    points uv (and a cache of its own) there."""
+    """A model whose one Python package is asked of ``index`` (listed in cog.yaml, or in a
+    requirements file), and the environment that points uv (and a cache of its own) there."""
     model = make_model(parent, weights=weights)
     spec = yaml.safe_load((model / "cog.yaml").read_text())
-    spec["build"]["python_packages"] = ["skiff-test-no-such-package==1.0"]
+    if requirements_file:
+        (model / "requirements.txt").write_text(PACKAGE + "\n")
+        spec["build"]["python_requirements"] = "requirements.txt"
+    else:
+        spec["build"]["python_packages"] = [PACKAGE]
     (model / "cog.yaml").write_text(yaml.safe_dump(spec))
     env = dict(
         os.environ,
@@ -119,8 +126,12 @@ def test_a_build_failure_while_an_upload_hangs_exits_4_at_once(
 def test_ctrl_c_while_dependencies_install_exits_130_at_once(
     tmp_path: Path, registry: RegistryServer, held_index: _HeldIndex
 ) -> None:
-    """The dependency install runs beside the other layers; Ctrl-C does not wait for it."""
-    model, env = model_needing_a_held_package(tmp_path, held_index)
+    """The dependency install runs beside the other layers; Ctrl-C does not wait for it, and
+    leaves neither uv running nor skiff's copy of the requirements in the model folder (where
+    it would end up in the next image). The signal goes to skiff alone, as a CI runner may send
+    it: at a terminal, uv would get it too."""
+    model, env = model_needing_a_held_package(tmp_path, held_index, requirements_file=True)
+    before = sorted(p.name for p in model.iterdir())
     with subprocess.Popen(
         [str(SKIFF), "build", "-C", str(model)],
         stderr=subprocess.PIPE,
@@ -136,6 +147,20 @@ def test_ctrl_c_while_dependencies_install_exits_130_at_once(
                 process.kill()
     assert code == 130
     assert took < 1.0, f"exited {took:.1f} s after Ctrl-C"
+    assert sorted(p.name for p in model.iterdir()) == before
+    assert not processes_mentioning(str(model)), "uv is still running"
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Processes whose command line contains ``text``."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if text.encode() in cmdline.read_bytes():
+                found.append(int(cmdline.parent.name))
+        except OSError:  # gone meanwhile
+            pass
+    return found
 
 
 def test_a_refusal_for_good_cancels_the_other_uploads_instead_of_waiting_for_them(
@@ -156,3 +181,27 @@ def test_a_refusal_for_good_cancels_the_other_uploads_instead_of_waiting_for_the
     # The weights alone need 20 s on this link; the refusal comes within the first seconds.
     assert took < 10, f"failed after {took:.1f} s"
     assert registry.manifests(REPO) == []
+
+
+def test_a_refusal_for_good_stops_the_build_too(
+    tmp_path: Path, registry: RegistryServer, held_index: _HeldIndex
+) -> None:
+    """The registry refuses the first blobs while the dependencies still install (here, an
+    install that would never end): the push fails at once instead of waiting for the build."""
+    model, env = model_needing_a_held_package(tmp_path, held_index)
+    with FaultProxy(registry.host) as proxy:
+        proxy.respond("PUT", "/blobs/uploads/", 413, max_body=1 * MB, times=1000)
+        command = [str(SKIFF), "push", f"{proxy.host}/{REPO}:v1", "-C", str(model)]
+        with subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        ) as process:
+            try:
+                code = process.wait(timeout=30)
+            finally:
+                if process.poll() is None:
+                    process.kill()
+            _, stderr = process.communicate()
+    assert code == 5, stderr
+    assert "HTTP 413" in stderr
+    assert "refused it for good" in stderr
+    assert "Traceback" not in stderr

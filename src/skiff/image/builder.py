@@ -47,6 +47,10 @@ from skiff.runtime import runtime_dir, schema_for_build
 RUNTIME_PATH = "/opt/skiff/python"
 # Weights layers built at once: as many as a push uploads at once.
 WEIGHTS_PARALLEL = 3
+# How long a failed or interrupted build lets the dependency install clean up after itself.
+DEPS_CLEANUP_SECONDS = 0.5
+# How often a build waiting for its dependencies asks whether to stop.
+STOP_POLL_SECONDS = 0.1
 CODE_ROOT = "/src"
 
 
@@ -76,8 +80,9 @@ GrowingCallback = Callable[[GrowingBlob, str], None]
 class Builder:
     """Builds one model folder. ``on_layer`` hears of each finished layer, and
     ``on_layer_started`` of each weights or dependencies layer as it starts being written (a
-    push uploads them from there). Mistakes in the model folder are found before anything is
-    written to the cache."""
+    push uploads them from there); ``check_stop`` is called while the build waits for its
+    dependencies, and raises to stop it (a push the registry refused). Mistakes in the model
+    folder are found before anything is written to the cache."""
 
     def __init__(
         self,
@@ -88,9 +93,11 @@ class Builder:
         on_layer: LayerCallback | None = None,
         on_status: Callable[[str], None] | None = None,
         on_layer_started: GrowingCallback | None = None,
+        check_stop: Callable[[], None] | None = None,
     ) -> None:
         self.folder = folder
         self.on_layer_started = on_layer_started
+        self.check_stop = check_stop or (lambda: None)
         self.options = options or BuildOptions()
         self._layout = layout
         self.on_layer = on_layer or (lambda _layer: None)
@@ -140,9 +147,14 @@ class Builder:
             runtime = self._layer(_runtime_entries(), layout, stat_cache, "gzip", "runtime")
             weights = self._weights_layers(plan.weights, layout, stat_cache)
             code = self._layer(plan.code, layout, stat_cache, "gzip", "code")
+            while not wait([deps_future], timeout=STOP_POLL_SECONDS).done:
+                self.check_stop()
             deps = _result(deps_future)
         except BaseException:
             stop_deps.set()
+            # The install ends uv and removes its temporary files within moments: let it (bounded)
+            # so that an interrupted build leaves nothing behind, in the model folder above all.
+            wait([deps_future], timeout=DEPS_CLEANUP_SECONDS)
             raise
         finally:
             pool.shutdown(wait=False, cancel_futures=True)

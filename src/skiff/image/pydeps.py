@@ -194,7 +194,7 @@ def install_python_deps(
     return site_entries(target_dir)
 
 
-_POLL_SECONDS = 0.2
+_POLL_SECONDS = 0.1
 _TERMINATE_GRACE_SECONDS = 5.0
 
 

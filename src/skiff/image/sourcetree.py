@@ -9,7 +9,9 @@ re-include them):
 * ``.git`` and ``**/.git``: history, often larger than the code;
 * ``.cog``: Cog's own scratch folder;
 * ``**/__pycache__`` and ``**/*.pyc``: host bytecode (it embeds mtimes: not reproducible);
-* ``.venv``: a host virtualenv is for the wrong platform; dependencies come from ``cog.yaml``.
+* ``.venv``: a host virtualenv is for the wrong platform; dependencies come from ``cog.yaml``;
+* ``**/.skiff-requirements-*.txt``: skiff's own copy of the requirements while uv runs (beside
+  the original, for relative paths in it), should a killed build leave one behind.
 
 Files are split into *weights* (large data files) and *code*. Weights go in uncompressed layers
 (they do not compress, and gzip would only cost time), apart from the code, so that editing code
@@ -30,7 +32,10 @@ from skiff.errors import InvalidInput
 from skiff.image.dockerignore import DockerIgnore
 from skiff.image.layers import Entry
 
-ALWAYS_EXCLUDED = (".git", "**/.git", ".cog", "**/__pycache__", "**/*.pyc", ".venv")
+ALWAYS_EXCLUDED = (
+    ".git", "**/.git", ".cog", "**/__pycache__", "**/*.pyc", ".venv",
+    "**/.skiff-requirements-*.txt",
+)
 
 WEIGHT_EXTENSIONS = frozenset(
     [
