@@ -249,6 +249,8 @@ class _Uploader:
         self.mount_from: tuple[str, ...] = ()
         self.cancellation = Cancellation()
         self.refused: RegistryError | None = None  # a blob refused for good, once one is
+        # Its own lock: a future already done runs its callback at once, under self.lock.
+        self.refusing = threading.Lock()
         self.growing: dict[GrowingBlob, Future[BlobResult | None]] = {}
         # Whether large layers are streamed as they are built: None until the first one asks
         # (a push whose layers are all cached never pays for the question).
@@ -433,7 +435,7 @@ class _Uploader:
             return
         exc = future.exception()
         if isinstance(exc, RegistryError) and not retryable(exc):
-            with self.lock:
+            with self.refusing:
                 self.refused = self.refused or exc
 
     def raise_if_refused(self) -> None:
