@@ -33,6 +33,7 @@ from skiff.registry.upload import (
     Cancellation,
     CorruptBlob,
     Outcome,
+    UploadCancelled,
     push_blob,
     retryable,
     stream_growing,
@@ -434,7 +435,10 @@ class _Uploader:
         if future.cancelled():
             return
         exc = future.exception()
-        if isinstance(exc, RegistryError) and not retryable(exc):
+        # A cancelled upload is this push stopping, not the registry's answer.
+        if isinstance(exc, RegistryError) and not isinstance(exc, UploadCancelled) and (
+            not retryable(exc)
+        ):
             with self.refusing:
                 self.refused = self.refused or exc
 
