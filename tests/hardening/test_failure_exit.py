@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 from hardutil import MB, SKIFF, make_model
-from test_interrupt import default_sigint, interrupt, wait_for_upload
+from test_interrupt import build_in_background, interrupt, wait_for_upload
 from throttle import Throttle
 
 from skiff.errors import UploadFailed
@@ -135,19 +135,9 @@ def test_ctrl_c_while_dependencies_install_exits_130_at_once(
     it: at a terminal, uv would get it too."""
     model, env = model_needing_a_held_package(tmp_path, held_index, requirements_file=True)
     before = sorted(p.name for p in model.iterdir())
-    with subprocess.Popen(
-        [str(SKIFF), "build", "-C", str(model)],
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        preexec_fn=default_sigint,
-    ) as process:
-        try:
-            assert held_index.asked.wait(60), "uv never asked the index"
-            code, took = interrupt(process)
-        finally:
-            if process.poll() is None:
-                process.kill()
+    with build_in_background(model, env) as process:
+        assert held_index.asked.wait(60), "uv never asked the index"
+        code, took = interrupt(process)
     assert code == 130
     assert took < 1.0, f"exited {took:.1f} s after Ctrl-C"
     assert sorted(p.name for p in model.iterdir()) == before

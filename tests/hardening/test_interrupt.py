@@ -8,6 +8,8 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from hardutil import MB, SKIFF, assert_complete, make_model, open_sessions, skiff
@@ -23,6 +25,23 @@ def default_sigint() -> None:
     """Runs in the child: a shell runs background jobs with SIGINT ignored, which the child
     would inherit; Ctrl-C at a terminal finds the default disposition."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@contextmanager
+def build_in_background(model: Path, env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
+    """``skiff build`` as Ctrl-C at a terminal would find it; killed if the test leaves early."""
+    with subprocess.Popen(
+        [str(SKIFF), "build", "-C", str(model)],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        preexec_fn=default_sigint,
+    ) as process:
+        try:
+            yield process
+        finally:
+            if process.poll() is None:
+                process.kill()
 
 
 def interrupt(process: subprocess.Popen[str], timeout: float = 30) -> tuple[int, float]:
@@ -117,25 +136,15 @@ def test_ctrl_c_while_weights_layers_are_built_side_by_side_exits_at_once(
             f.truncate(1024 * MB)  # sparse: nothing on disk until the build writes the layers
     cache = tmp_path / "cache"
     env = dict(os.environ, SKIFF_CACHE_DIR=str(cache))
-    with subprocess.Popen(
-        [str(SKIFF), "build", "-C", str(model)],
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        preexec_fn=default_sigint,
-    ) as process:
-        try:
-            deadline = time.monotonic() + 60
-            assert process.stderr is not None
-            while process.stderr.readline().strip() != "building the weights layer":
-                assert process.poll() is None and time.monotonic() < deadline
-            # The layers are being written: some bytes of each have reached the cache.
-            while len(blobs_being_written(cache)) < 3:
-                assert process.poll() is None and time.monotonic() < deadline
-                time.sleep(0.01)
-            code, took = interrupt(process)
-        finally:
-            if process.poll() is None:
-                process.kill()
+    with build_in_background(model, env) as process:
+        deadline = time.monotonic() + 60
+        assert process.stderr is not None
+        while process.stderr.readline().strip() != "building the weights layer":
+            assert process.poll() is None and time.monotonic() < deadline
+        # The layers are being written: some bytes of each have reached the cache.
+        while len(blobs_being_written(cache)) < 3:
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
+        code, took = interrupt(process)
     assert code == 130
     assert took < 1.0, f"exited {took:.1f} s after Ctrl-C"

@@ -204,8 +204,6 @@ def _run_stoppable(
     """Runs uv to its end, or until ``stop`` is set (another part of the build failed, or the
     user interrupted it): then uv is ended, and the build is not held up by an install whose
     layer nobody will use."""
-    if stop is None:
-        return subprocess.run(args, capture_output=True, text=True, env=_uv_env())
     with subprocess.Popen(
         args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_uv_env()
     ) as proc:
@@ -214,7 +212,7 @@ def _run_stoppable(
                 out, err = proc.communicate(timeout=_POLL_SECONDS)
                 break
             except subprocess.TimeoutExpired:
-                if not stop.is_set():
+                if stop is None or not stop.is_set():
                     continue
             proc.terminate()
             try:
