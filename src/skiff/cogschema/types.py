@@ -484,7 +484,7 @@ class OutputResolver:
         return self.resolve(ann), True
 
     def _field_optional(self, ann: Ann) -> Ann | None:
-        return _opaque_optional(ann, self.imports)
+        return _opaque_optional(ann, self.imports) or unwrap_optional(ann)
 
 
 def title_case(s: str) -> str:
