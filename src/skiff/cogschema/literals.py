@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,7 @@ def _go_print(value: Any) -> str:
 
 
 _LINE_END = re.compile(r"\r\n|\r|\n")
+_PARSE_LOCK = threading.Lock()
 
 
 @dataclass
@@ -71,7 +73,8 @@ class Source:
         except UnicodeDecodeError as exc:
             raise UnsupportedPredictor("is not UTF-8 text", path=rel) from exc
         try:
-            tree = ast.parse(text, filename=rel)
+            with _PARSE_LOCK:  # CPython 3.11's AST builder is not thread-safe
+                tree = ast.parse(text, filename=rel)
         except SyntaxError as exc:
             raise UnsupportedPredictor(
                 f"is not valid Python ({exc.msg})", path=rel, line=exc.lineno
