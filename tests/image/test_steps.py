@@ -25,7 +25,6 @@ from skiff.image.steps import (
     StepResult,
     StepRunner,
     _binds,
-    _placeholders,
     _remove_placeholders,
     diff,
     layer_entries,
@@ -330,13 +329,17 @@ def test_mount_points_are_resolved_inside_the_root(tmp_path: Path) -> None:
     secret = tmp_path / "s"
     secret.write_text("x")
     step = Step("true", mounts=(SecretMount("s", "/run/secrets/s"),))
-    binds = _binds(root, step, {"s": secret})
-    made = _placeholders(root, binds)
+    binds, made = _binds(root, step, {"s": secret})
     inside = root / str(outside).lstrip("/")
-    # /etc/resolv.conf (missing), then every directory down to the secret, all in the root.
+    # /etc/resolv.conf (made in the root), then every directory down to the secret's parent
+    # (the secret's own mount point lands in a fresh tmpfs), all in the root.
     assert made[0] == root / "etc/resolv.conf"
-    assert made[-3:] == [inside, inside / "secrets", inside / "secrets/s"]
+    assert made[-2:] == [inside, inside / "secrets"]
     assert all(root in p.parents for p in made)
+    assert [b.target for b in binds] == ["/etc/resolv.conf", f"{outside}/secrets/s"]
+    assert binds[1].tmpfs_parent == f"{outside}/secrets"
+    assert list(outside.iterdir()) == []
     (outside / "secrets").mkdir()  # exists on the host: still never removed
-    _remove_placeholders(made)
+    _remove_placeholders(root, made)
     assert (outside / "secrets").is_dir()
+    assert not (root / "etc/resolv.conf").exists() and not inside.exists()

@@ -1,0 +1,210 @@
+"""Hostile files: a base image built to reach the host, and a model folder that changes or hides
+things while skiff reads it. Real tar layers pushed to a real registry, real `skiff build` with
+real bwrap steps, real files, FIFOs and permissions."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import shutil
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from hardutil import make_model, skiff
+
+from support import RegistryServer, TinyImage, skopeo_push
+from support.registries import OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST
+
+# --- a base image of our own making ------------------------------------------------------------
+
+
+@dataclass
+class M:
+    """One tar member: kind is file | dir | sym | link."""
+
+    name: str
+    kind: str = "file"
+    data: bytes = b""
+    link: str = ""
+    mode: int = 0o644
+
+
+_KINDS = {"file": tarfile.REGTYPE, "dir": tarfile.DIRTYPE, "sym": tarfile.SYMTYPE}
+_KINDS["link"] = tarfile.LNKTYPE
+
+
+def layer_tar(members: list[M]) -> bytes:
+    """The members in the order given (a hostile layer's order matters), not sorted."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for m in members:
+            info = tarfile.TarInfo(m.name)
+            info.type, info.mode, info.mtime, info.linkname = _KINDS[m.kind], m.mode, 0, m.link
+            info.size = len(m.data)
+            tar.addfile(info, io.BytesIO(m.data) if m.kind == "file" else None)
+    return buf.getvalue()
+
+
+def _sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def push_base(registry: RegistryServer, repo: str, layers: list[list[M]], scratch: Path) -> str:
+    """An image of ``layers`` (each a list of members) with busybox as its shell, pushed with
+    skopeo; returns its reference."""
+    busybox = Path(shutil.which("busybox") or "/bin/busybox").read_bytes()
+    shell = [M("bin/", "dir", mode=0o755), M("bin/busybox", data=busybox, mode=0o755)]
+    shell.append(M("bin/sh", "sym", link="busybox"))
+    tars = [layer_tar(shell + layers[0])] + [layer_tar(x) for x in layers[1:]]
+    blobs = [gzip.compress(t, mtime=0) for t in tars]
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {"Env": ["PATH=/bin"]},
+            "rootfs": {"type": "layers", "diff_ids": [_sha256(t) for t in tars]},
+        }
+    ).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "digest": _sha256(config), "size": len(config)},
+            "layers": [
+                {"mediaType": OCI_LAYER_GZIP, "digest": _sha256(b), "size": len(b)} for b in blobs
+            ],
+        }
+    ).encode()
+    layout = scratch / "hostile-layout"
+    (layout / "blobs" / "sha256").mkdir(parents=True)
+    for blob in (*blobs, config, manifest):
+        (layout / "blobs" / "sha256" / _sha256(blob)[7:]).write_bytes(blob)
+    (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    index = {
+        "schemaVersion": 2,
+        "manifests": [
+            {
+                "mediaType": OCI_MANIFEST,
+                "digest": _sha256(manifest),
+                "size": len(manifest),
+                "annotations": {"org.opencontainers.image.ref.name": "1"},
+            }
+        ],
+    }
+    (layout / "index.json").write_text(json.dumps(index))
+    image = TinyImage(layout, manifest, _sha256(manifest), _sha256(config), _sha256(blobs[0]))
+    skopeo_push(image, registry, repo, "1")
+    return f"{registry.host}/{repo}:1"
+
+
+def host_state(path: Path) -> dict[str, tuple[int, int, bytes]]:
+    """Every path under ``path`` with its mode, mtime and content: what must not change."""
+    state = {}
+    for item in sorted(path.rglob("*")):
+        st = item.lstat()
+        data = item.read_bytes() if item.is_file() and not item.is_symlink() else b""
+        state[str(item.relative_to(path))] = (st.st_mode, st.st_mtime_ns, data)
+    return state
+
+
+def model_with_steps(parent: Path) -> Path:
+    model = make_model(parent)
+    (model / "cog.yaml").write_text(
+        "build:\n"
+        '  python_version: "3.11"\n'
+        "  run:\n"
+        "    - echo built > /built\n"
+        "    - command: test -s /run/secrets/tok && echo used > /used\n"
+        "      mounts: [{type: secret, id: tok, target: /run/secrets/tok}]\n"
+        'predict: "predict.py:Predictor"\n'
+    )
+    return model
+
+
+# --- the base image -----------------------------------------------------------------------------
+
+
+def test_a_hostile_base_image_changes_nothing_on_the_host(
+    plain_registry: RegistryServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every way a layer can name a host path: a directory entry followed by a symlink of the
+    same name (its mode and time were applied through the link: a root-owned file became
+    -rwsrwsrwx), absolute and `..`-climbing targets, a hard link to such a symlink, a whiteout
+    and writes through a lower layer's symlink; then build steps run over it."""
+    host = tmp_path / "host"
+    host.mkdir()
+    victim = host / "victim"
+    victim.write_text("original")
+    victim.chmod(0o644)
+    os.utime(victim, ns=(10**18, 10**18))
+    climb = "../" * 12 + str(victim).lstrip("/")
+    ref = push_base(
+        plain_registry,
+        "hostile/unpack",
+        [
+            [
+                M("evil/", "dir", mode=0o6777),
+                M("evil", "sym", link=str(victim)),
+                M("climb/", "dir", mode=0o6777),
+                M("climb", "sym", link=climb),
+                M("hard", "link", link="evil"),
+                M("hostdir", "sym", link=str(host)),
+            ],
+            [
+                M("hostdir/.wh.victim"),
+                M("hostdir/new", data=b"pwned"),
+                M("evil/", "dir", mode=0o777),
+            ],
+        ],
+        tmp_path,
+    )
+    before = host_state(host)
+    monkeypatch.setenv("SKIFF_BASE_IMAGE", ref)
+    secret = tmp_path / "tok.txt"
+    secret.write_text("token\n")
+    model = model_with_steps(tmp_path)
+    built = skiff("build", "-C", str(model), "--secret", f"id=tok,src={secret}")
+    assert built.returncode == 0, built.stdout + built.stderr
+    assert host_state(host) == before
+    assert oct(victim.stat().st_mode) == oct(0o100644)
+
+
+@pytest.mark.parametrize("link", ["etc", "tmp", "proc", "run"])
+def test_the_step_sandbox_creates_nothing_outside_the_root(
+    link: str, plain_registry: RegistryServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While bwrap sets up, the host is at /oldroot: an image whose /etc (or /tmp, /proc, /run)
+    climbs there made it create its mount points on the host (an empty resolv.conf, the
+    directories of a secret's mount point), or fail the build."""
+    host = tmp_path / "host"
+    host.mkdir()
+    (host / "keep").write_text("x")
+    up = "../" * 4 + "oldroot" + str(host)
+    # The host folder's path inside the image too: resolved inside the root, the mount points
+    # find their parents, so the build goes as far as it can.
+    parents = [
+        M("/".join(["oldroot", *host.parts[1 : i + 1]]) + "/", "dir", mode=0o755)
+        for i in range(len(host.parts))
+    ]
+    targets = {
+        "etc": up,
+        "tmp": f"../oldroot{host}/tmp-made",
+        "proc": f"/oldroot{host}/proc-made",
+        "run": f"{up}/run",
+    }
+    layer = [*parents, M(link, "sym", link=targets[link])]
+    ref = push_base(plain_registry, f"hostile/{link}", [layer], tmp_path)
+    monkeypatch.setenv("SKIFF_BASE_IMAGE", ref)
+    secret = tmp_path / "tok.txt"
+    secret.write_text("token\n")
+    model = model_with_steps(tmp_path)
+    before = host_state(host)
+    built = skiff("build", "-C", str(model), "--secret", f"id=tok,src={secret}")
+    assert host_state(host) == before  # no resolv.conf, tmp-made, proc-made, run/secrets
+    assert built.returncode == 0, built.stdout + built.stderr
+    assert str(tmp_path) not in Path("/proc/self/mounts").read_text()
