@@ -10,13 +10,19 @@ import io
 import json
 import os
 import shutil
+import subprocess
 import tarfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from hardutil import make_model, skiff
+from hardutil import SKIFF, make_model, skiff
 
+from skiff.errors import BuildFailed
+from skiff.image.layers import StatCache, build_layer
+from skiff.image.layout import Layout
+from skiff.image.sourcetree import plan_source_layers
 from support import RegistryServer, TinyImage, skopeo_push
 from support.registries import OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST
 
@@ -208,3 +214,146 @@ def test_the_step_sandbox_creates_nothing_outside_the_root(
     assert host_state(host) == before  # no resolv.conf, tmp-made, proc-made, run/secrets
     assert built.returncode == 0, built.stdout + built.stderr
     assert str(tmp_path) not in Path("/proc/self/mounts").read_text()
+
+
+# --- the model folder ---------------------------------------------------------------------------
+
+
+def layer_names(registry: RegistryServer, digest: str) -> dict[bytes, bytes]:
+    """Raw tar name (bytes, as another tool reads it) -> content of every file of an image."""
+    manifest = json.loads(registry.blob_bytes(digest))
+    files: dict[bytes, bytes] = {}
+    for layer in manifest["layers"]:
+        data = registry.blob_bytes(layer["digest"])
+        data = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+        with tarfile.open(fileobj=io.BytesIO(data), encoding="utf-8") as tar:
+            for member in tar.getmembers():
+                handle = tar.extractfile(member) if member.isfile() else None
+                if handle is not None:
+                    files[os.fsencode(member.name)] = handle.read()
+    return files
+
+
+def test_a_file_name_that_is_not_utf8_goes_into_the_image_byte_for_byte(
+    registry: RegistryServer, tmp_path: Path
+) -> None:
+    """Linux names are bytes: a Latin-1 name (from an old archive, a Windows share) is the
+    user's file like any other. It used to end the build with exit 1 (UnicodeEncodeError)."""
+    model = make_model(tmp_path)
+    name = b"caf\xe9-latin1.txt"
+    (model / "data").mkdir()
+    with open(os.path.join(os.fsencode(model / "data"), name), "wb") as f:
+        f.write(b"ol\xe9\n")
+    # One more that skiff leaves out and must name in a warning: a link out of the folder.
+    os.symlink("/etc/hostname", os.path.join(os.fsencode(model / "data"), b"out-\xff"))
+    pushed = skiff("push", "--json", f"{registry.host}/demo/names:v1", "-C", str(model))
+    assert pushed.returncode == 0, pushed.stdout + pushed.stderr
+    warnings = json.loads(pushed.stdout)["warnings"]
+    assert any(w.startswith("left out data/out-") for w in warnings), warnings
+    human = skiff("build", "-C", str(model))
+    assert human.returncode == 0, human.stdout + human.stderr
+    assert "left out data/out-\\udcff" in human.stderr  # escaped, never a crash
+    files = layer_names(registry, json.loads(pushed.stdout)["digest"])
+    assert files[b"src/data/" + name] == b"ol\xe9\n"
+    # The same folder again: the same image (the stat cache keys such names too).
+    again = skiff("push", "--json", f"{registry.host}/demo/names:v2", "-C", str(model))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert json.loads(again.stdout)["digest"] == json.loads(pushed.stdout)["digest"]
+
+
+def _swap(path: Path, how: str, outside: Path) -> None:
+    """What can take the place of a scanned file before its layer is written."""
+    if how == "symlink":
+        path.unlink()
+        path.symlink_to(outside / "secret.txt")
+    elif how == "fifo":
+        path.unlink()
+        os.mkfifo(path)
+    elif how == "other-file":
+        replacement = path.with_name(".new")
+        replacement.write_text("print('replaced')\n")
+        replacement.replace(path)
+    else:  # the folder above it becomes a link to a folder holding a file of the same name
+        shutil.copy(path, outside / path.name)
+        shutil.rmtree(path.parent)
+        path.parent.symlink_to(outside)
+
+
+@pytest.mark.parametrize("how", ["symlink", "fifo", "other-file", "parent-folder"])
+def test_a_file_swapped_after_the_scan_is_a_build_error_never_outside_content_or_a_hang(
+    how: str, tmp_path: Path
+) -> None:
+    model, outside = tmp_path / "model", tmp_path / "outside"
+    (model / "pkg").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "secret.txt").write_text("outside-content-7f3a")
+    (model / "pkg" / "code.py").write_text("print('scanned')\n")
+    plan = plan_source_layers(model)
+    _swap(model / "pkg" / "code.py", how, outside)
+    layout = Layout.open(tmp_path / "oci")
+    caught: list[BaseException] = []
+
+    def build() -> None:
+        try:
+            build_layer(plan.code, layout, "gzip", stat_cache=StatCache(tmp_path / "stat"))
+        except BaseException as exc:  # handed to the test thread
+            caught.append(exc)
+
+    worker = threading.Thread(target=build, daemon=True)
+    worker.start()
+    worker.join(30)
+    assert not worker.is_alive(), "the build hangs on the swapped file"
+    assert len(caught) == 1 and isinstance(caught[0], BuildFailed), caught
+    assert "changed while skiff was building" in caught[0].message
+    assert "pkg/code.py" in caught[0].message
+    assert list(layout.blob_dir.iterdir()) == []  # no layer committed, none with that content
+
+
+def _unprivileged() -> list[str]:
+    """A prefix that makes file permissions apply to this test's own skiff, root or not: root
+    reads anything (CAP_DAC_OVERRIDE), so as root the run drops those two capabilities."""
+    if os.geteuid() != 0:
+        return []
+    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"]
+
+
+@pytest.mark.parametrize("what", ["folder", "file"])
+def test_an_unreadable_folder_or_file_fails_the_build_naming_it_and_the_fix(
+    what: str, registry: RegistryServer, tmp_path: Path
+) -> None:
+    """Both used to differ: a folder that cannot be listed was only a warning (its files
+    silently missing from the image), a file that cannot be read failed the build."""
+    model = make_model(tmp_path)
+    locked = model / "data"
+    locked.mkdir()
+    (locked / "table.csv").write_text("a,b\n")
+    target = locked if what == "folder" else locked / "table.csv"
+    target.chmod(0)
+    try:
+        run = subprocess.run(
+            [*_unprivileged(), str(SKIFF), "build", "-C", str(model)],
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+    finally:
+        target.chmod(0o755)
+    assert run.returncode == 4, run.stdout + run.stderr
+    said = " ".join(run.stderr.split())
+    assert f"error: cannot read the {what} {target}: permission denied" in said
+    assert "fix: make it readable (chmod -R u+rX" in said and ".dockerignore" in said
+    assert "Traceback" not in run.stderr
+
+    # Left out with .dockerignore, it is no error at all.
+    (model / ".dockerignore").write_text("data\n")
+    target.chmod(0)
+    try:
+        run = subprocess.run(
+            [*_unprivileged(), str(SKIFF), "build", "-C", str(model)],
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+    finally:
+        target.chmod(0o755)
+    assert run.returncode == 0, run.stdout + run.stderr

@@ -347,6 +347,7 @@ class FileState:
     mtime_ns: int
     inode: int
     link: str | None = None
+    device: int = 0
 
 
 def snapshot(root: Path) -> dict[str, FileState]:
@@ -380,7 +381,7 @@ def snapshot(root: Path) -> dict[str, FileState]:
             else:
                 kind = "other"
             states[rel] = FileState(
-                kind, stat.S_IMODE(mode), st.st_size, st.st_mtime_ns, st.st_ino, link
+                kind, stat.S_IMODE(mode), st.st_size, st.st_mtime_ns, st.st_ino, link, st.st_dev
             )
     return states
 
@@ -447,7 +448,9 @@ def layer_entries(root: Path, changes: Changes, after: Mapping[str, FileState]) 
         if state.kind == "dir":
             entries[rel] = Entry.dir("/" + rel, state.mode)
         elif state.kind == "file":
-            entries[rel] = Entry.file("/" + rel, root / rel, state.mode)
+            # Read only if still the file the snapshot saw: never through a link put in its place.
+            identity = (state.device, state.inode)
+            entries[rel] = Entry.file("/" + rel, root / rel, state.mode, identity=identity)
         elif state.kind == "symlink":
             entries[rel] = Entry.symlink("/" + rel, state.link or "")
         else:
