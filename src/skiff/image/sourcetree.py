@@ -40,9 +40,9 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from skiff.errors import InvalidInput
+from skiff.errors import BuildFailed, InvalidInput
 from skiff.image.dockerignore import DockerIgnore
-from skiff.image.layers import Entry, unreadable
+from skiff.image.layers import Entry, open_source, unreadable
 
 ALWAYS_EXCLUDED = (
     ".git", "**/.git", ".cog", "**/__pycache__", "**/*.pyc", ".venv",
@@ -159,8 +159,9 @@ def looks_secret(rel: str, path: Path, size: int) -> bool:
         return True
     if name.endswith(_KEY_SUFFIXES) and size <= 64 * 1024:
         try:
-            return b"PRIVATE KEY" in path.read_bytes()
-        except OSError:
+            with open_source(path) as f:  # never a FIFO swapped in (a hang) or a link out
+                return b"PRIVATE KEY" in f.read(64 * 1024)
+        except (OSError, BuildFailed):
             return False
     return False
 
