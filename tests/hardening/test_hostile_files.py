@@ -12,7 +12,9 @@ import os
 import shutil
 import subprocess
 import tarfile
+import tempfile
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +24,9 @@ from hardutil import SKIFF, make_model, skiff
 from skiff.errors import BuildFailed
 from skiff.image.layers import StatCache, build_layer
 from skiff.image.layout import Layout
+from skiff.image.oci import Descriptor
 from skiff.image.sourcetree import plan_source_layers
+from skiff.image.steps import Sandbox, SecretMount, Step, StepRunner, step_env
 from support import RegistryServer, TinyImage, skopeo_push
 from support.registries import OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST
 
@@ -357,3 +361,86 @@ def test_an_unreadable_folder_or_file_fails_the_build_naming_it_and_the_fix(
     finally:
         target.chmod(0o755)
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+@pytest.fixture
+def host() -> Iterator[Path]:
+    """A host folder outside /tmp: the sandbox mounts its own /tmp, which would hide the
+    folder's path inside the image (skiff refuses mount points there: see test_steps)."""
+    folder = Path(tempfile.mkdtemp(prefix="skiff-host-", dir="/var/tmp"))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder)
+
+
+def _sandboxes() -> list[Sandbox]:
+    """bwrap, and the chroot used as root where bwrap is missing (only root can run it)."""
+    found = [Sandbox("bwrap", shutil.which("bwrap") or "bwrap")]
+    unshare = shutil.which("unshare")
+    if os.geteuid() == 0 and unshare:
+        found.append(Sandbox("chroot", unshare))
+    return found
+
+
+@pytest.mark.parametrize("sandbox", _sandboxes(), ids=lambda s: s.kind)
+@pytest.mark.parametrize("style", ["absolute", "oldroot"])
+def test_no_sandbox_creates_mount_points_through_the_images_links(
+    sandbox: Sandbox, style: str, tmp_path: Path, host: Path
+) -> None:
+    """The same image links, straight to the step runner, for both sandboxes: the chroot sees
+    the host as it is (an absolute link names a host path), bwrap at /oldroot."""
+    (host / "keep").write_text("x")
+    prefix = str(host) if style == "absolute" else "../../../../oldroot" + str(host)
+    parents = [
+        M(
+            "/".join([*(["oldroot"] if style == "oldroot" else []), *host.parts[1 : i + 1]]) + "/",
+            "dir",
+            mode=0o755,
+        )
+        for i in range(len(host.parts))
+    ]
+    links = [M(name, "sym", link=f"{prefix}/{name}-made") for name in ("tmp", "proc", "run")]
+    layers = [
+        layer_tar(
+            [
+                M("bin/", "dir", mode=0o755),
+                M("bin/busybox", data=_busybox(), mode=0o755),
+                M("bin/sh", "sym", link="busybox"),
+                *parents,
+                M(f"{parents[-1].name}etc-made/", "dir", mode=0o755),
+                M("etc", "sym", link=f"{prefix}/etc-made"),
+                *links,
+            ]
+        )
+    ]
+    layout = Layout.open(tmp_path / "oci")
+    descriptors = []
+    for tar in layers:
+        blob = gzip.compress(tar, mtime=0)
+        descriptors.append(Descriptor(OCI_LAYER_GZIP, layout.write_bytes(blob), len(blob)))
+    secret = tmp_path / "tok.txt"
+    secret.write_text("token\n")
+    runner = StepRunner(
+        layout,
+        StatCache(tmp_path / "steps"),
+        descriptors,
+        env=step_env({"PATH": "/bin"}, {}),
+        secrets={"tok": secret},
+        work_dir=tmp_path / "work",
+        sandbox=sandbox,
+    )
+    before = host_state(host)
+    runner.run(
+        [
+            # The host's DNS settings were mounted, at the image's /etc resolved inside it.
+            Step("echo built > /built && test -e /etc/resolv.conf"),
+            Step("test -s /run/secrets/tok", mounts=(SecretMount("tok", "/run/secrets/tok"),)),
+        ]
+    )
+    assert host_state(host) == before
+    assert str(tmp_path) not in Path("/proc/self/mounts").read_text()
+
+
+def _busybox() -> bytes:
+    return Path(shutil.which("busybox") or "/bin/busybox").read_bytes()

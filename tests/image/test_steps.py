@@ -6,6 +6,7 @@ import os
 import shutil
 import stat
 import tarfile
+import tempfile
 import time
 from pathlib import Path
 
@@ -320,11 +321,15 @@ def test_build_without_a_sandbox_fails_before_any_work(
     assert list(layout.blob_dir.iterdir()) == []  # nothing written, nothing pulled
 
 
-def test_mount_points_are_resolved_inside_the_root(tmp_path: Path) -> None:
+def test_mount_points_are_resolved_inside_the_root(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     """A hostile image's /run -> /host/dir symlink must not make skiff touch the host."""
-    root, outside = tmp_path / "root", tmp_path / "outside"
+    root = tmp_path / "root"
     (root / "etc").mkdir(parents=True)
-    outside.mkdir()
+    # Outside /tmp: inside the image, a path below /tmp is the sandbox's own (refused).
+    outside = Path(tempfile.mkdtemp(prefix="skiff-outside-", dir="/var/tmp"))
+    request.addfinalizer(lambda: shutil.rmtree(outside))
     os.symlink(str(outside), root / "run")
     secret = tmp_path / "s"
     secret.write_text("x")
@@ -343,3 +348,23 @@ def test_mount_points_are_resolved_inside_the_root(tmp_path: Path) -> None:
     _remove_placeholders(root, made)
     assert (outside / "secrets").is_dir()
     assert not (root / "etc/resolv.conf").exists() and not inside.exists()
+
+
+def test_mount_points_that_resolve_into_the_sandboxs_own_mounts_are_refused(
+    tmp_path: Path,
+) -> None:
+    """/proc, /dev and /tmp are the sandbox's own (mounted first): a mount point resolved below
+    them would be hidden, so resolv.conf is left out and a secret there is refused."""
+    root = tmp_path / "root"
+    (root / "tmp/x").mkdir(parents=True)
+    os.symlink("/tmp/x", root / "etc")
+    os.symlink("tmp/x", root / "run")
+    secret = tmp_path / "s"
+    secret.write_text("x")
+    binds, made = _binds(root, Step("true"), {})
+    assert binds == []
+    _remove_placeholders(root, made)
+    assert list((root / "tmp/x").iterdir()) == []
+    step = Step("true", mounts=(SecretMount("s", "/run/secrets/s"),))
+    with pytest.raises(BuildFailed, match="leads into /proc, /dev or /tmp"):
+        _binds(root, step, {"s": secret})

@@ -234,6 +234,12 @@ def _sandbox_dirs(root: Path) -> None:
             make_mount_point(root, name, directory=True)
 
 
+def _under_sandbox_dirs(target: str) -> bool:
+    # The sandbox mounts its own /proc, /dev and /tmp first: a mount point resolved below them
+    # (through the image's links) would be hidden by those mounts.
+    return target.split("/")[1] in _SANDBOX_DIRS
+
+
 def _binds(
     root: Path, step: Step, secrets: Mapping[str, Path], apt_rootless: Path | None = None
 ) -> tuple[list[_Bind], list[Path]]:
@@ -260,7 +266,8 @@ def _binds(
         point = make_mount_point(root, "/etc/resolv.conf", directory=False)
         if point is not None:
             made += point.created
-            binds.append(_Bind(Path("/etc/resolv.conf"), point.target, None))
+            if not _under_sandbox_dirs(point.target):
+                binds.append(_Bind(Path("/etc/resolv.conf"), point.target, None))
     for mount in step.mounts:
         target = posixpath.normpath(mount.target)
         parent = posixpath.dirname(target)
@@ -270,14 +277,15 @@ def _binds(
         except (FileNotFoundError, NotADirectoryError):
             fresh = True
         point = make_mount_point(root, target, directory=False, make_last=not fresh)
-        if point is None:
+        if point is not None:
+            made += point.created
+        if point is None or _under_sandbox_dirs(point.target):
             raise BuildFailed(
                 f"cannot mount the secret {mount.id!r} at {target}: in the image, that path is"
-                " a symlink or a folder, or lies below a file",
+                " a symlink or a folder, lies below a file, or leads into /proc, /dev or /tmp",
                 "choose another target for the secret in cog.yaml, e.g. /run/secrets/"
                 + mount.id,
             )
-        made += point.created
         tmpfs = posixpath.dirname(point.target) if fresh else None
         binds.append(_Bind(secrets[mount.id], point.target, tmpfs))
     return binds, made
