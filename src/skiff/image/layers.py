@@ -228,6 +228,8 @@ def open_source(path: Path, identity: tuple[int, int] | None = None) -> IO[bytes
         raise
     try:
         st = os.fstat(handle)
+        if stat.S_ISLNK(st.st_mode):  # O_PATH with O_NOFOLLOW holds the link itself
+            raise _changed(path, "it is a symlink now")
         if not stat.S_ISREG(st.st_mode):
             raise _changed(path, "it is no longer a regular file")
         if identity is not None and (st.st_dev, st.st_ino) != identity:

@@ -12,6 +12,12 @@ A secret (``mounts: [{type: secret, id, target}]`` in cog.yaml, ``--secret id=ID
 command line) is bind-mounted read-only at its target for that one step: its content is never
 copied into the root filesystem, and its placeholder mount point is removed before the diff.
 
+A base image is untrusted: it is unpacked without following any of its symlinks
+(``rootfs.py``), and the sandbox is never left to resolve a path through them. While bwrap sets
+up, the host is visible to it (at ``/oldroot``), so every mount point (``resolv.conf``, a
+secret's target, ``/proc``, ``/dev``, ``/tmp``) is made by skiff inside the root first, resolved
+as a chroot would, and bwrap is given that resolved path: it follows and creates nothing.
+
 Each step's layer is cached under a key made of the layers below it, the command, the secret ids
 (not their contents) and the environment: a step whose inputs did not change is not run again,
 and no root filesystem is unpacked when every step is cached.
