@@ -290,3 +290,35 @@ def test_a_layer_stops_at_its_next_read_once_asked_and_leaves_nothing(tmp_path: 
     assert "stopped" in str(errors[0])
     assert followed[0].failed
     assert list(layout.blob_dir.iterdir()) == []
+
+
+def test_a_source_is_read_only_while_it_is_the_regular_file_scanned(tmp_path: Path) -> None:
+    source = tmp_path / "code.py"
+    source.write_text("x = 1\n")
+    st = source.stat()
+    with layers.open_source(source, (st.st_dev, st.st_ino)) as f:
+        assert f.read() == b"x = 1\n"
+    other = tmp_path / "other.py"
+    other.write_text("y = 2\n")
+    other.replace(source)  # an editor's save: another inode under the same name
+    with pytest.raises(BuildFailed, match="another file took its place"):
+        layers.open_source(source, (st.st_dev, st.st_ino))
+    source.unlink()
+    os.mkfifo(source)  # opened as O_PATH only: no wait for a writer
+    with pytest.raises(BuildFailed, match="no longer a regular file"):
+        layers.open_source(source)
+    source.unlink()
+    source.symlink_to("/etc/hostname")
+    with pytest.raises(BuildFailed, match="a symlink now"):
+        layers.open_source(source)
+
+
+def test_names_that_are_not_utf8_have_keys_of_their_own(tmp_path: Path) -> None:
+    """Such a name (held with surrogates) gets a stat-cache key, distinct from the text of its
+    escape and from other odd bytes."""
+    keys = set()
+    for raw in (b"caf\xe9", b"caf\xff", b"caf\\udce9", "caf\u00e9".encode()):
+        (tmp_path / os.fsdecode(raw)).write_bytes(b"x")
+        path = os.fsdecode(raw)
+        keys.add(layers.fingerprint([Entry.file(f"/src/{path}", tmp_path / path)], "gzip"))
+    assert len(keys) == 4

@@ -270,3 +270,52 @@ def test_unpack_layers_from_the_layout_in_order(tmp_path: Path) -> None:
     zstd = Descriptor("application/vnd.oci.image.layer.v1.tar+zstd", descriptors[0].digest, 1)
     with pytest.raises(BuildFailed, match="zstd"):
         unpack_layers(layout, [zstd], tmp_path / "other")
+
+
+@pytest.mark.parametrize("absolute", [True, False])
+def test_a_directory_then_a_symlink_of_the_same_name_changes_nothing_outside(
+    world: tuple[Path, Path], absolute: bool
+) -> None:
+    """The directory's mode and times are set at the end of the layer: by then a symlink has
+    taken its place, and they must not go through it to what it names."""
+    root, outside = world
+    victim = outside / "victim"
+    os.chmod(victim, 0o600)
+    before = victim.stat()
+    target = str(victim) if absolute else "../" * 10 + str(victim).lstrip("/")
+    apply(
+        root,
+        [
+            M("d/", "dir", mode=0o6777),
+            M("d", "sym", link=target),
+            M("e/", "dir", mode=0o777),
+            M("e", "sym", link=str(outside)),
+            M("e/", "dir", mode=0o700),  # a directory entry over a symlink replaces it
+        ],
+    )
+    after = victim.stat()
+    assert (after.st_mode, after.st_mtime_ns) == (before.st_mode, before.st_mtime_ns)
+    assert untouched(outside)
+    assert os.readlink(root / "d") == target
+    assert (root / "e").is_dir() and not (root / "e").is_symlink()
+    assert (root / "e").stat().st_mode & 0o777 == 0o700
+
+
+def test_deep_and_read_only_trees_are_removed_without_following_links(
+    world: tuple[Path, Path],
+) -> None:
+    root, outside = world
+    apply(
+        root,
+        [
+            M("t/a/b/c/f", data=b"1"),
+            M("t/a/link", "sym", link=str(outside)),
+            M("t/a/b/", "dir", mode=0o555),
+            M("t/a/", "dir", mode=0o500),
+        ],
+    )
+    apply(root, [M("t", data=b"now a file")])  # replaces the whole tree
+    assert (root / "t").read_bytes() == b"now a file"
+    assert untouched(outside)
+    with pytest.raises(BuildFailed, match="directories deep"):
+        apply(root, [M("/".join(["d"] * 600) + "/f", data=b"")])

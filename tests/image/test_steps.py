@@ -6,6 +6,7 @@ import os
 import shutil
 import stat
 import tarfile
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,7 +26,6 @@ from skiff.image.steps import (
     StepResult,
     StepRunner,
     _binds,
-    _placeholders,
     _remove_placeholders,
     diff,
     layer_entries,
@@ -321,22 +321,50 @@ def test_build_without_a_sandbox_fails_before_any_work(
     assert list(layout.blob_dir.iterdir()) == []  # nothing written, nothing pulled
 
 
-def test_mount_points_are_resolved_inside_the_root(tmp_path: Path) -> None:
+def test_mount_points_are_resolved_inside_the_root(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     """A hostile image's /run -> /host/dir symlink must not make skiff touch the host."""
-    root, outside = tmp_path / "root", tmp_path / "outside"
+    root = tmp_path / "root"
     (root / "etc").mkdir(parents=True)
-    outside.mkdir()
+    # Outside /tmp: inside the image, a path below /tmp is the sandbox's own (refused).
+    outside = Path(tempfile.mkdtemp(prefix="skiff-outside-", dir="/var/tmp"))
+    request.addfinalizer(lambda: shutil.rmtree(outside))
     os.symlink(str(outside), root / "run")
     secret = tmp_path / "s"
     secret.write_text("x")
     step = Step("true", mounts=(SecretMount("s", "/run/secrets/s"),))
-    binds = _binds(root, step, {"s": secret})
-    made = _placeholders(root, binds)
+    binds, made = _binds(root, step, {"s": secret})
     inside = root / str(outside).lstrip("/")
-    # /etc/resolv.conf (missing), then every directory down to the secret, all in the root.
+    # /etc/resolv.conf (made in the root), then every directory down to the secret's parent
+    # (the secret's own mount point lands in a fresh tmpfs), all in the root.
     assert made[0] == root / "etc/resolv.conf"
-    assert made[-3:] == [inside, inside / "secrets", inside / "secrets/s"]
+    assert made[-2:] == [inside, inside / "secrets"]
     assert all(root in p.parents for p in made)
+    assert [b.target for b in binds] == ["/etc/resolv.conf", f"{outside}/secrets/s"]
+    assert binds[1].tmpfs_parent == f"{outside}/secrets"
+    assert list(outside.iterdir()) == []
     (outside / "secrets").mkdir()  # exists on the host: still never removed
-    _remove_placeholders(made)
+    _remove_placeholders(root, made)
     assert (outside / "secrets").is_dir()
+    assert not (root / "etc/resolv.conf").exists() and not inside.exists()
+
+
+def test_mount_points_that_resolve_into_the_sandboxs_own_mounts_are_refused(
+    tmp_path: Path,
+) -> None:
+    """/proc, /dev and /tmp are the sandbox's own (mounted first): a mount point resolved below
+    them would be hidden, so resolv.conf is left out and a secret there is refused."""
+    root = tmp_path / "root"
+    (root / "tmp/x").mkdir(parents=True)
+    os.symlink("/tmp/x", root / "etc")
+    os.symlink("tmp/x", root / "run")
+    secret = tmp_path / "s"
+    secret.write_text("x")
+    binds, made = _binds(root, Step("true"), {})
+    assert binds == []
+    _remove_placeholders(root, made)
+    assert list((root / "tmp/x").iterdir()) == []
+    step = Step("true", mounts=(SecretMount("s", "/run/secrets/s"),))
+    with pytest.raises(BuildFailed, match="leads into /proc, /dev or /tmp"):
+        _binds(root, step, {"s": secret})

@@ -14,15 +14,17 @@ uncompressed one (the diff_id) are computed in the same pass. A fingerprint of t
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import posixpath
+import shlex
 import stat
 import tarfile
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal, cast
 
@@ -53,10 +55,20 @@ class Entry:
     mode: int
     source: Path | bytes | None = None
     link: str | None = None
+    # (st_dev, st_ino) of the source file when it was scanned: it is read only if it is still
+    # that very file (a swap for a symlink or another file after the scan is a build error).
+    identity: tuple[int, int] | None = field(default=None, compare=False)
 
     @classmethod
-    def file(cls, path: str, source: Path | bytes, mode: int = 0o644) -> Entry:
-        return cls(path, mode, source=source)
+    def file(
+        cls,
+        path: str,
+        source: Path | bytes,
+        mode: int = 0o644,
+        *,
+        identity: tuple[int, int] | None = None,
+    ) -> Entry:
+        return cls(path, mode, source=source, identity=identity)
 
     @classmethod
     def dir(cls, path: str, mode: int = _DIR_MODE) -> Entry:
@@ -178,17 +190,61 @@ def _add(tar: tarfile.TarFile, entry: Entry, stop: threading.Event | None = None
     else:
         assert isinstance(entry.source, Path)
         try:
-            with entry.source.open("rb") as f:
-                st = os.fstat(f.fileno())
-                if not stat.S_ISREG(st.st_mode):
-                    raise BuildFailed(f"{entry.source} is not a regular file")
-                info.size = st.st_size
+            with open_source(entry.source, entry.identity) as f:
+                info.size = os.fstat(f.fileno()).st_size
                 tar.addfile(info, f if stop is None else _Stoppable(f, stop))
         except OSError as exc:
-            raise BuildFailed(
-                f"cannot read {entry.source}: {exc.strerror or exc}",
-                "check that the file exists and is readable, and is not changing during the build",
-            ) from None
+            raise unreadable(entry.source, exc) from None
+
+
+def unreadable(path: Path, exc: OSError) -> BuildFailed:
+    """The build error for a file or folder skiff cannot read: what happened, and the fix."""
+    if isinstance(exc, PermissionError):
+        what = "folder" if path.is_dir() else "file"
+        return BuildFailed(
+            f"cannot read the {what} {path}: permission denied",
+            f"make it readable (chmod -R u+rX {shlex.quote(str(path))}), or leave it out of"
+            " the image with a line in .dockerignore",
+        )
+    return BuildFailed(
+        f"cannot read {path}: {exc.strerror or exc}",
+        "check that the file exists and is readable, and is not changing during the build",
+    )
+
+
+def open_source(path: Path, identity: tuple[int, int] | None = None) -> IO[bytes]:
+    """``path`` open for reading if it is a regular file (and, with ``identity``, the very one
+    scanned), never through a symlink at its end and without opening anything else.
+
+    The name is opened as O_PATH first (no open of a FIFO, which would hang, or of a device);
+    only once fstat shows the regular file expected is that inode opened for reading, through
+    its descriptor, so nothing swapped in between can be read instead.
+    """
+    try:
+        handle = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _changed(path, "it is a symlink now") from None
+        raise
+    try:
+        st = os.fstat(handle)
+        if stat.S_ISLNK(st.st_mode):  # O_PATH with O_NOFOLLOW holds the link itself
+            raise _changed(path, "it is a symlink now")
+        if not stat.S_ISREG(st.st_mode):
+            raise _changed(path, "it is no longer a regular file")
+        if identity is not None and (st.st_dev, st.st_ino) != identity:
+            raise _changed(path, "another file took its place")
+        fd = os.open(f"/proc/self/fd/{handle}", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(handle)
+    return os.fdopen(fd, "rb")
+
+
+def _changed(path: Path, how: str) -> BuildFailed:
+    return BuildFailed(
+        f"{path} changed while skiff was building the image: {how}",
+        "run the build again once nothing is changing the model folder",
+    )
 
 
 class _BytesReader:
@@ -276,6 +332,18 @@ class StatCache:
         return self.root / f"{key}.v{_FORMAT_VERSION}.json"
 
 
+def _keyable(text: str | None) -> Any:
+    """A name as JSON can hold it: a file name that is not UTF-8 (Linux names are bytes; Python
+    holds the odd bytes as surrogates) by its bytes, in a form no UTF-8 name can take."""
+    if text is None:
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return {"bytes": os.fsencode(text).hex()}
+    return text
+
+
 def fingerprint(entries: Iterable[Entry], compression: Compression) -> str:
     """A key that changes whenever an entry or a source file's stat result changes.
 
@@ -284,18 +352,18 @@ def fingerprint(entries: Iterable[Entry], compression: Compression) -> str:
     """
     items: list[Any] = []
     for entry in sorted(entries, key=lambda e: e.name):
-        item: list[Any] = [entry.name, entry.mode, entry.kind, entry.link]
+        item: list[Any] = [_keyable(entry.name), entry.mode, entry.kind, _keyable(entry.link)]
         if isinstance(entry.source, bytes):
             item.append(hashlib.sha256(entry.source).hexdigest())
         elif isinstance(entry.source, Path):
             try:
-                st = entry.source.stat()
+                st = entry.source.stat(follow_symlinks=False)  # a link swapped in: a new key
             except OSError:
                 item.append(None)  # build_layer will report the missing file
             else:
                 item.append(
                     [
-                        str(entry.source.absolute()),
+                        _keyable(str(entry.source.absolute())),
                         st.st_size,
                         st.st_mtime_ns,
                         st.st_ctime_ns,

@@ -13,6 +13,17 @@ re-include them):
 * ``**/.skiff-requirements-*.txt``: skiff's own copy of the requirements while uv runs (beside
   the original, for relative paths in it), should a killed build leave one behind.
 
+A file name that is not UTF-8 (Linux names are bytes: an old archive, a Windows share) goes into
+the image byte for byte, like any other file: the tar header carries the raw bytes (PAX
+``hdrcharset=BINARY``), so the file has the same name in the image as in the folder.
+
+A folder that cannot be listed or a file that cannot be read fails the build (exit 4) with its
+path and the fix (make it readable, or leave it out in ``.dockerignore``): a warning would let an
+image without those files be pushed as if whole. Files are read later, when their layer is
+written, and only if each is still the very file scanned (same device and inode, a regular
+file, opened without following a symlink): one swapped meanwhile is a build error, never
+content from outside the folder and never a FIFO that hangs the build.
+
 Files are split into *weights* (large data files) and *code*. Weights go in uncompressed layers
 (they do not compress, and gzip would only cost time), apart from the code, so that editing code
 never changes a weights layer and vice versa. Each weights file of 256 MiB or more gets a layer of
@@ -22,15 +33,16 @@ path order into layers of about 1 GiB.
 
 from __future__ import annotations
 
+import errno
 import os
 import posixpath
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from skiff.errors import InvalidInput
+from skiff.errors import BuildFailed, InvalidInput
 from skiff.image.dockerignore import DockerIgnore
-from skiff.image.layers import Entry
+from skiff.image.layers import Entry, open_source, unreadable
 
 ALWAYS_EXCLUDED = (
     ".git", "**/.git", ".cog", "**/__pycache__", "**/*.pyc", ".venv",
@@ -147,8 +159,9 @@ def looks_secret(rel: str, path: Path, size: int) -> bool:
         return True
     if name.endswith(_KEY_SUFFIXES) and size <= 64 * 1024:
         try:
-            return b"PRIVATE KEY" in path.read_bytes()
-        except OSError:
+            with open_source(path) as f:  # never a FIFO swapped in (a hang) or a link out
+                return b"PRIVATE KEY" in f.read(64 * 1024)
+        except (OSError, BuildFailed):
             return False
     return False
 
@@ -227,15 +240,19 @@ def plan_source_layers(
 
     plan = SourcePlan()
     weights: list[tuple[Entry, int]] = []
-    stack = [""]
+    # (folder, excluded): an excluded folder is walked only for what a "!" line may re-include.
+    stack: list[tuple[str, bool]] = [("", False)]
     while stack:
-        rel_dir = stack.pop()
+        rel_dir, dir_excluded = stack.pop()
         try:
             with os.scandir(root / rel_dir) as it:
                 children = sorted(it, key=lambda d: d.name)
         except OSError as exc:
-            plan.skipped.append(Skipped(rel_dir or ".", f"cannot list: {exc.strerror}"))
-            continue
+            if dir_excluded:  # left out anyway, unless a "!" line wanted something in it
+                plan.skipped.append(Skipped(rel_dir, f"cannot list: {exc.strerror}"))
+                continue
+            # Not a warning: an image without this folder's files would be pushed as if whole.
+            raise unreadable(root / rel_dir, exc) from None
         for child in children:
             rel = posixpath.join(rel_dir, child.name) if rel_dir else child.name
             excluded = ignore.excluded(rel)
@@ -247,7 +264,7 @@ def plan_source_layers(
                 continue
             if stat.S_ISDIR(st.st_mode):
                 if not excluded or ignore.may_reinclude_below(rel):
-                    stack.append(rel)
+                    stack.append((rel, excluded))
                 if not excluded and _is_empty_dir(child.path):
                     # Kept so code that expects it finds it; other folders come from their files.
                     plan.code.append(Entry.dir(dest))
@@ -266,7 +283,10 @@ def plan_source_layers(
                     continue
                 plan.code.append(Entry.symlink(dest, target))
             elif stat.S_ISREG(st.st_mode):
-                entry = Entry.file(dest, full, file_mode(st.st_mode))
+                if not os.access(full, os.R_OK):
+                    raise unreadable(full, PermissionError(errno.EACCES, "permission denied"))
+                identity = (st.st_dev, st.st_ino)
+                entry = Entry.file(dest, full, file_mode(st.st_mode), identity=identity)
                 if looks_secret(rel, full, st.st_size):
                     plan.secret_like.append(rel)
                 if is_weights(rel, st.st_size, thresholds):

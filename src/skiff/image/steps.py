@@ -12,6 +12,12 @@ A secret (``mounts: [{type: secret, id, target}]`` in cog.yaml, ``--secret id=ID
 command line) is bind-mounted read-only at its target for that one step: its content is never
 copied into the root filesystem, and its placeholder mount point is removed before the diff.
 
+A base image is untrusted: it is unpacked without following any of its symlinks
+(``rootfs.py``), and the sandbox is never left to resolve a path through them. While bwrap sets
+up, the host is visible to it (at ``/oldroot``), so every mount point (``resolv.conf``, a
+secret's target, ``/proc``, ``/dev``, ``/tmp``) is made by skiff inside the root first, resolved
+as a chroot would, and bwrap is given that resolved path: it follows and creates nothing.
+
 Each step's layer is cached under a key made of the layers below it, the command, the secret ids
 (not their contents) and the environment: a step whose inputs did not change is not run again,
 and no root filesystem is unpacked when every step is cached.
@@ -50,6 +56,8 @@ from skiff.image.rootfs import (
     WHITEOUT_PREFIX,
     apply_layer,
     existing_prefix,
+    make_mount_point,
+    remove_mount_points,
     remove_path,
     resolve_dir,
     unpack_layers,
@@ -212,54 +220,60 @@ class Sandbox:
 @dataclass(frozen=True)
 class _Bind:
     source: Path
-    target: str  # absolute, in the image
+    target: str  # absolute, in the image, no symlink on the way: the sandbox follows nothing
     tmpfs_parent: str | None  # a fresh tmpfs to hold the mount point, when its parent is new
 
 
-def _placeholders(root: Path, binds: Sequence[_Bind]) -> list[Path]:
-    """Real paths the sandbox will create in the root as mount points; removed after the step.
-
-    Resolved inside the root: a hostile image's symlinks (``/run -> /home``) never make skiff
-    look at, or remove, a path of the host.
-    """
-    out: list[Path] = []
-    for bind in binds:
-        current, missing = existing_prefix(root, bind.target)
-        for part in missing:
-            current = current / part
-            out.append(current)
-    return out
-
-
-def _remove_placeholders(paths: Sequence[Path]) -> None:
-    # Deepest first; only empty files and directories: anything else is the step's own output.
-    for path in sorted(set(paths), key=lambda p: len(p.parts), reverse=True):
-        with contextlib.suppress(OSError):
-            st = os.lstat(path)
-            if stat.S_ISDIR(st.st_mode):
-                os.rmdir(path)
-            elif stat.S_ISREG(st.st_mode) and st.st_size == 0:
-                os.unlink(path)
-
-
+# Where the sandbox mounts /proc, a fresh /dev and a tmpfs /tmp.
+_SANDBOX_DIRS = ("proc", "dev", "tmp")
 _APT_ROOTLESS = b'APT::Sandbox::User "root";\n'
 _APT_CONF_DIR = "/etc/apt/apt.conf.d"
 
 
+def _sandbox_dirs(root: Path) -> None:
+    """Makes /proc, /dev and /tmp real directories of the root: a hostile image's symlink there
+    (``/tmp -> /oldroot/...``, as the sandbox sees the host while it sets up) would make the
+    sandbox create its mount point on the host. They are never part of a layer."""
+    for name in _SANDBOX_DIRS:
+        if make_mount_point(root, name, directory=True) is None:
+            remove_path(root / name)  # the root is skiff's own folder; the name is not followed
+            make_mount_point(root, name, directory=True)
+
+
+def _under_sandbox_dirs(target: str) -> bool:
+    # The sandbox mounts its own /proc, /dev and /tmp first: a mount point resolved below them
+    # (through the image's links) would be hidden by those mounts.
+    return target.split("/")[1] in _SANDBOX_DIRS
+
+
 def _binds(
     root: Path, step: Step, secrets: Mapping[str, Path], apt_rootless: Path | None = None
-) -> list[_Bind]:
+) -> tuple[list[_Bind], list[Path]]:
+    """The read-only mounts of a step, and the mount points made for them (to remove after).
+
+    Every mount point is made here, resolved inside the root (``make_mount_point``), and the
+    sandbox is given that resolved path: through a hostile image's symlinks (``/etc -> a link
+    climbing out``) it would otherwise create its mount points on the host.
+    """
     binds: list[_Bind] = []
+    made: list[Path] = []
     conf_dir, missing = existing_prefix(root, _APT_CONF_DIR)
-    if apt_rootless is not None and not missing and conf_dir.is_dir():
+    if apt_rootless is not None and not missing and conf_dir.is_dir() and not conf_dir.is_symlink():
         # Without root, the sandbox maps one user only: apt cannot switch to its _apt user to
         # download, so it is told not to (the sandbox already isolates it). Mounted, not written.
-        binds.append(_Bind(apt_rootless, f"{_APT_CONF_DIR}/00-skiff-rootless", None))
-    resolv, missing = existing_prefix(root, "/etc/resolv.conf")
-    # apt needs DNS: the host's settings, read-only, unless the image's file is a symlink (bwrap
-    # would follow it) or there is no /etc.
-    if Path("/etc/resolv.conf").exists() and len(missing) <= 1 and not resolv.is_symlink():
-        binds.append(_Bind(Path("/etc/resolv.conf"), "/etc/resolv.conf", None))
+        point = make_mount_point(root, f"{_APT_CONF_DIR}/00-skiff-rootless", directory=False)
+        if point is not None:
+            made += point.created
+            binds.append(_Bind(apt_rootless, point.target, None))
+    # apt needs DNS: the host's settings, read-only, unless the image's file is a symlink or not
+    # a file, or there is no /etc.
+    _, missing = existing_prefix(root, "/etc/resolv.conf")
+    if Path("/etc/resolv.conf").exists() and len(missing) <= 1:
+        point = make_mount_point(root, "/etc/resolv.conf", directory=False)
+        if point is not None:
+            made += point.created
+            if not _under_sandbox_dirs(point.target):
+                binds.append(_Bind(Path("/etc/resolv.conf"), point.target, None))
     for mount in step.mounts:
         target = posixpath.normpath(mount.target)
         parent = posixpath.dirname(target)
@@ -268,8 +282,25 @@ def _binds(
             fresh = False
         except (FileNotFoundError, NotADirectoryError):
             fresh = True
-        binds.append(_Bind(secrets[mount.id], target, parent if fresh else None))
-    return binds
+        point = make_mount_point(root, target, directory=False, make_last=not fresh)
+        if point is not None:
+            made += point.created
+        if point is None or _under_sandbox_dirs(point.target):
+            raise BuildFailed(
+                f"cannot mount the secret {mount.id!r} at {target}: in the image, that path is"
+                " a symlink or a folder, lies below a file, or leads into /proc, /dev or /tmp",
+                "choose another target for the secret in cog.yaml, e.g. /run/secrets/"
+                + mount.id,
+            )
+        tmpfs = posixpath.dirname(point.target) if fresh else None
+        binds.append(_Bind(secrets[mount.id], point.target, tmpfs))
+    return binds, made
+
+
+def _remove_placeholders(root: Path, paths: Sequence[Path]) -> None:
+    # Only empty files and directories, and never through a symlink the step may have put on
+    # the way: anything else is the step's own output.
+    remove_mount_points(root, paths)
 
 
 def _bwrap_args(sandbox: Sandbox, root: Path, binds: Sequence[_Bind], command: str) -> list[str]:
@@ -330,6 +361,7 @@ class FileState:
     mtime_ns: int
     inode: int
     link: str | None = None
+    device: int = 0
 
 
 def snapshot(root: Path) -> dict[str, FileState]:
@@ -363,7 +395,7 @@ def snapshot(root: Path) -> dict[str, FileState]:
             else:
                 kind = "other"
             states[rel] = FileState(
-                kind, stat.S_IMODE(mode), st.st_size, st.st_mtime_ns, st.st_ino, link
+                kind, stat.S_IMODE(mode), st.st_size, st.st_mtime_ns, st.st_ino, link, st.st_dev
             )
     return states
 
@@ -430,7 +462,9 @@ def layer_entries(root: Path, changes: Changes, after: Mapping[str, FileState]) 
         if state.kind == "dir":
             entries[rel] = Entry.dir("/" + rel, state.mode)
         elif state.kind == "file":
-            entries[rel] = Entry.file("/" + rel, root / rel, state.mode)
+            # Read only if still the file the snapshot saw: never through a link put in its place.
+            identity = (state.device, state.inode)
+            entries[rel] = Entry.file("/" + rel, root / rel, state.mode, identity=identity)
         elif state.kind == "symlink":
             entries[rel] = Entry.symlink("/" + rel, state.link or "")
         else:
@@ -549,9 +583,9 @@ class StepRunner:
         if os.geteuid() != 0:
             apt_rootless = root.parent / "apt-rootless.conf"
             apt_rootless.write_bytes(_APT_ROOTLESS)
-        binds = _binds(root, step, self.secrets, apt_rootless)
-        placeholders = _placeholders(root, binds)
-        before = snapshot(root)
+        before = snapshot(root)  # before the mount points: they are removed after the step
+        _sandbox_dirs(root)
+        binds, placeholders = _binds(root, step, self.secrets, apt_rootless)
         make_args = _bwrap_args if sandbox.kind == "bwrap" else _chroot_args
         args = make_args(sandbox, root, binds, step.command)
         try:
@@ -566,7 +600,7 @@ class StepRunner:
         except OSError as exc:
             raise BuildFailed(f"cannot start the sandbox {sandbox.program}: {exc}") from None
         finally:
-            _remove_placeholders(placeholders)
+            _remove_placeholders(root, placeholders)
         if done.returncode != 0:
             raise BuildFailed(
                 f"the build step failed (exit {done.returncode}): {step.title}",
