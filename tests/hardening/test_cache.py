@@ -6,8 +6,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import pytest
 from hardutil import MB, SKIFF, assert_complete, make_model, skiff
 
 from skiff.errors import BuildFailed, InvalidInput
-from skiff.image.layout import Layout
+from skiff.image.layout import Layout, claim_work_dir, release_work_dir
 from skiff.push import PushOptions, QuietEvents, push
 from support import RegistryServer, push_tiny_image
 from support.faultproxy import FaultProxy
@@ -80,6 +82,76 @@ def test_a_build_killed_while_writing_a_blob_leaves_no_partial_blob(
     assert done.returncode == 0, done.stderr
     assert assert_blobs_intact(hermetic_env) >= 4
     assert any(path.stat().st_size > 300 * MB for path in blob_dir(hermetic_env).iterdir())
+
+
+def backdate(path: Path, seconds: float = 3600) -> None:
+    """As if nobody had written ``path`` for an hour: only a lock can keep it now."""
+    then = time.time() - seconds
+    os.utime(path, (then, then), follow_symlinks=False)
+
+
+_HOLD_A_WORK_DIR = """
+import sys, time
+from pathlib import Path
+from skiff.image.layout import claim_work_dir
+work = claim_work_dir(Path(sys.argv[1]), "rootfs-")
+(work / "root").mkdir()
+(work / "root" / "etc").mkdir(mode=0o555)  # read-only, as unpacked images have
+print(work, flush=True)
+time.sleep(600)
+"""
+
+
+def test_leftovers_of_killed_builds_are_removed_at_start_and_live_work_is_kept(
+    tmp_path: Path, registry: RegistryServer, hermetic_env: Path
+) -> None:
+    """A build killed mid-blob and a build step killed mid-run leave a partial blob and an
+    unpacked root filesystem in the cache; the next skiff removes both as it starts, and keeps
+    the temporary blob and the work folder another live process is using."""
+    model = make_model(tmp_path, weights=300 * MB)
+    with subprocess.Popen([str(SKIFF), "build", "-C", str(model)], env=dict(os.environ),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as build:
+        try:
+            deadline = time.monotonic() + 60
+            while not any(size_of(t) > 20 * MB for t in blob_dir(hermetic_env).glob(".ingest-*")):
+                assert build.poll() is None and time.monotonic() < deadline
+                time.sleep(0.01)
+        finally:
+            build.kill()
+    partial = list(blob_dir(hermetic_env).glob(".ingest-*"))
+    assert partial
+    rootfs = hermetic_env / "rootfs"
+    with subprocess.Popen([sys.executable, "-c", _HOLD_A_WORK_DIR, str(rootfs)],
+                          stdout=subprocess.PIPE, text=True) as step:
+        try:
+            assert step.stdout is not None
+            abandoned = Path(step.stdout.readline().strip())
+        finally:
+            step.kill()
+    assert abandoned.is_dir()
+
+    # Live work of another process (this one): a blob being written, an unpacked root.
+    layout = Layout.open(hermetic_env / "oci")
+    with layout.writer() as writer:
+        writer.write(b"half of a layer")
+        writer.flush()
+        live = claim_work_dir(rootfs, "rootfs-")
+        (live / "root").mkdir()
+        for path in [*partial, abandoned, live, *blob_dir(hermetic_env).glob(".ingest-*")]:
+            backdate(path)
+
+        done = skiff("build", "-C", str(make_model(tmp_path, name="other")))
+        assert done.returncode == 0, done.stderr
+
+        assert not any(path.exists() for path in partial), "the partial blob is still there"
+        assert not abandoned.exists(), "the killed step's root filesystem is still there"
+        assert (live / "root").is_dir(), "a live build's root filesystem was removed"
+        writer.write(b" and the rest")
+        digest = writer.commit()  # its temporary was kept: it becomes a blob
+    assert layout.read_bytes(digest) == b"half of a layer and the rest"
+    release_work_dir(live, shutil.rmtree)
+    assert not live.exists()
+    assert_blobs_intact(hermetic_env)
 
 
 def test_two_pushes_of_one_model_sharing_a_cache_both_succeed(
