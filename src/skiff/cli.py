@@ -491,6 +491,8 @@ def run(argv: Sequence[str]) -> int:
     if unknown:
         args.parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     command: Command = args.command
+    if command not in (serve, predict):  # those run a model server, and stop it their own way
+        _catch_stop_signals()
     return command(args)
 
 
@@ -557,7 +559,6 @@ def main() -> None:
     """Console entry point: no traceback ever reaches the user, and Ctrl-C, SIGTERM and SIGHUP
     exit 130, 143 and 129 at once, each after the same cleanup."""
     as_json = "--json" in sys.argv[1:]
-    _catch_stop_signals()
     try:
         code = run(sys.argv[1:])
     except KeyboardInterrupt as exc:

@@ -4,6 +4,7 @@ forget the upload sessions, and the next push completes."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -150,11 +151,13 @@ def blobs_being_written(cache: Path) -> list[Path]:
     return found
 
 
-def test_ctrl_c_while_weights_layers_are_built_side_by_side_exits_at_once(
-    tmp_path: Path, registry: RegistryServer
+@pytest.mark.parametrize("signum", STOP_SIGNALS[:2], ids=lambda s: signal.Signals(s).name)
+def test_a_signal_while_weights_layers_are_built_side_by_side_exits_at_once(
+    tmp_path: Path, registry: RegistryServer, signum: int
 ) -> None:
-    """Three large weights files are written into the cache at once; Ctrl-C does not wait for
-    them to finish."""
+    """Three large weights files are written into the cache at once; Ctrl-C (or SIGTERM) does
+    not wait for them to finish, and leaves the cache whole: no blob under its digest name holds
+    other bytes, and the next build removes the partial ones and completes."""
     model = make_model(tmp_path, weights=0)
     for name in ("a.bin", "b.bin", "c.bin"):
         with (model / "weights" / name).open("wb") as f:
@@ -170,9 +173,28 @@ def test_ctrl_c_while_weights_layers_are_built_side_by_side_exits_at_once(
         while len(blobs_being_written(cache)) < 3:
             assert process.poll() is None and time.monotonic() < deadline
             time.sleep(0.01)
-        code, took = interrupt(process)
-    assert code == 130
-    assert took < 1.0, f"exited {took:.1f} s after Ctrl-C"
+        code, took = interrupt(process, signum=signum)
+    assert code == 128 + signum
+    assert took < 1.0, f"exited {took:.1f} s after the signal"
+    blobs = cache / "oci" / "blobs" / "sha256"
+    for blob in blobs.iterdir():
+        if not blob.name.startswith("."):
+            digest = hashlib.sha256()
+            with blob.open("rb") as handle:
+                while data := handle.read(MB):
+                    digest.update(data)
+            assert digest.hexdigest() == blob.name, f"{blob.name} holds other bytes"
+    # The next build, once the partial blobs are a few seconds old, clears them.
+    for partial in blobs.glob(".ingest-*"):
+        os.utime(partial, (time.time() - 60, time.time() - 60))
+    for name in ("a.bin", "b.bin", "c.bin"):
+        (model / "weights" / name).unlink()
+    done = subprocess.run(
+        [str(SKIFF), "build", "-C", str(model)], capture_output=True, text=True, env=env,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert not list(blobs.glob(".ingest-*"))
 
 
 class SilentServer:
@@ -244,3 +266,31 @@ def test_a_signal_while_check_or_login_waits_for_the_registry(
         assert stderr.splitlines()[-1] == f"interrupted by {signal.Signals(signum).name}"
         assert stdout == ""
         assert not (tmp_path / "docker" / "config.json").exists()
+
+
+def test_sighup_ignored_by_nohup_stays_ignored(tmp_path: Path) -> None:
+    """``nohup skiff push ...`` must survive the terminal closing: an ignored SIGHUP is left
+    ignored (as Python leaves an ignored SIGINT); SIGTERM still stops the command."""
+
+    def like_nohup() -> None:
+        default_sigint()
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+    with SilentServer() as server:
+        args = ["check", f"{server.host}/demo/waiting:v1", "-C", str(tmp_path), "--json"]
+        with subprocess.Popen(
+            [str(SKIFF), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=dict(os.environ), preexec_fn=like_nohup,
+        ) as process:
+            try:
+                assert server.connected.wait(30), "skiff never asked the registry"
+                process.send_signal(signal.SIGHUP)
+                time.sleep(0.5)
+                assert process.poll() is None, "SIGHUP stopped a command run under nohup"
+                code, _ = interrupt(process, timeout=10, signum=signal.SIGTERM)
+            finally:
+                if process.poll() is None:
+                    process.kill()
+            stdout, stderr = process.communicate()
+    assert code == 143, stdout + stderr
+    assert_told(signal.SIGTERM, stdout, stderr)
