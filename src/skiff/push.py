@@ -271,6 +271,7 @@ class _Uploader:
         # Its own lock: a future already done runs its callback at once, under self.lock.
         self.refusing = threading.Lock()
         self.growing: dict[GrowingBlob, Future[BlobResult | None]] = {}
+        self.corrupted: list[Digest] = []  # cached blobs found corrupt, for the warnings
         # Whether large layers are streamed as they are built: None until the first one asks
         # (a push whose layers are all cached never pays for the question).
         self.stream_early: bool | None = None
@@ -404,7 +405,12 @@ class _Uploader:
         errors: list[str] = []
         corrupt: list[Digest] = []
         hint = CACHED_HINT
+        # This image's blobs: after a rebuild, some uploaded for the first build may be gone.
+        wanted = {layer.descriptor.digest for layer in image.layers}
+        wanted.add(image.config_descriptor.digest)
         for digest, (future, role) in list(self.futures.items()):
+            if digest not in wanted:
+                continue
             try:
                 blob = future.result()
             except CorruptBlob as exc:
@@ -413,6 +419,7 @@ class _Uploader:
                 layout.path(exc.digest).unlink(missing_ok=True)
                 del self.futures[digest]
                 corrupt.append(exc.digest)
+                self.corrupted.append(exc.digest)
                 continue
             except SkiffError as exc:
                 errors.append(exc.message)
@@ -426,6 +433,7 @@ class _Uploader:
         if Digest.of(manifest_bytes) != image.manifest_descriptor.digest:
             layout.path(image.manifest_descriptor.digest).unlink(missing_ok=True)
             corrupt.append(image.manifest_descriptor.digest)
+            self.corrupted.append(image.manifest_descriptor.digest)
         if corrupt and not errors:
             if may_rebuild:
                 raise _CorruptCache(corrupt)
@@ -453,8 +461,12 @@ class _Uploader:
             ) from None
         order = {layer.descriptor.digest: i for i, layer in enumerate(image.layers)}
         results.sort(key=lambda r: order.get(r.digest, len(order)))
+        warnings = image.warnings + [
+            f"cached blob {bad} did not match its digest (a disk fault?): it was rebuilt"
+            for bad in self.corrupted
+        ]
         return PushResult(
-            self.ref, digest, results, report, image.warnings, time.perf_counter() - started
+            self.ref, digest, results, report, warnings, time.perf_counter() - started
         )
 
     def _wait_unless_refused(self) -> bool:

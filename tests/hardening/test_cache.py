@@ -234,6 +234,7 @@ def test_a_corrupted_cached_blob_is_rebuilt_and_the_push_finishes_in_the_same_ru
     assert bad_digest in registry.layers(repo)
     assert hashlib.sha256(registry.blob_bytes(bad_digest)).hexdigest() == victim.name
     assert any(str(layer.digest) == bad_digest for layer in result.layers)
+    assert any(bad_digest in warning and "rebuilt" in warning for warning in result.warnings)
     # Asked about once before the rebuild and once after; an upload retried would ask again
     # after each backoff, and a chunked one would ask where its session stands.
     assert len(heads) <= 2, [h.target for h in heads]
