@@ -497,7 +497,8 @@ def test_store_keeps_other_keys_and_writes_0600(write_config: Callable[[object],
         k: v for k, v in original.items() if k != "auths"
     }
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert [p.name for p in path.parent.iterdir()] == ["config.json"]  # no temp file left
+    # No temporary file left; the (empty) lock file of concurrent logins stays.
+    assert sorted(p.name for p in path.parent.iterdir()) == [".config.json.lock", "config.json"]
     assert resolve("ghcr.io").password == SECRET
 
 

@@ -4,6 +4,7 @@ is private (0600); a rejected login writes nothing; the password is never printe
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import socket
@@ -20,6 +21,7 @@ from skiff.errors import DestinationRejected, InvalidInput
 from skiff.login import login, normalise_registry
 from skiff.registry.transport import TransportOptions
 from support import USERS, DockerConfig, RegistryServer
+from support.faultproxy import FaultProxy
 
 # The console script users run, when installed (it is, in the project's virtualenv).
 _SCRIPT = Path(sys.executable).with_name("skiff")
@@ -127,6 +129,73 @@ def test_login_keeps_other_entries(
     auths = config["auths"]
     assert isinstance(auths, dict) and set(auths) == {"ghcr.io", basic_registry.host}
     assert_private(docker_config)
+
+
+# A credential helper that takes its time to store (as a keychain prompt or a remote vault
+# does): every login then reads config.json before any has written it back.
+_SLOW_HELPER = """#!/bin/sh
+test "$1" = store || exit 1
+cat > "$(mktemp "{held}/stored-XXXXXX")"
+sleep 0.3
+"""
+
+
+@pytest.mark.parametrize("store", ["file", "helper"])
+def test_eight_concurrent_logins_to_different_hosts_keep_every_entry(
+    plain_registry: RegistryServer,
+    docker_config: DockerConfig,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    store: str,
+) -> None:
+    """Each login reads config.json, adds its entry and writes the file back: without a lock,
+    logins that end together overwrite each other's entries (4 to 6 of 8 were kept; with a
+    helper, which widens the gap between the read and the write, one). A registry without
+    auth costs the logins the least time before they write: they overlap the most."""
+    held = tmp_path / "held"
+    if store == "helper":
+        bin_dir, held = tmp_path / "bin", tmp_path / "held"
+        bin_dir.mkdir()
+        held.mkdir()
+        helper = bin_dir / "docker-credential-slowtest"
+        helper.write_text(_SLOW_HELPER.format(held=held))
+        helper.chmod(0o755)
+        monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+        docker_config.write({"credsStore": "slowtest"})
+    with contextlib.ExitStack() as stack:
+        # Eight hosts (ports) in front of one registry: eight different entries.
+        hosts = [stack.enter_context(FaultProxy(plain_registry.host)).host for _ in range(8)]
+        processes = [
+            subprocess.Popen(
+                [*SKIFF, "login", host, "-u", "alice", "--password-stdin"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                text=True, env=dict(os.environ),
+            )
+            for host in hosts
+        ]
+        for process in processes:  # all passwords given first: the logins run together
+            assert process.stdin is not None
+            process.stdin.write("a-password")
+            process.stdin.close()
+        for process in processes:
+            process.stdin = None  # closed above: communicate() must not flush it
+        outputs = [process.communicate(timeout=60) for process in processes]
+    for process, (stdout, stderr) in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, stdout + stderr
+    config = docker_config.read()
+    auths = config["auths"]
+    assert isinstance(auths, dict)
+    assert sorted(auths) == sorted(hosts)
+    if store == "helper":
+        assert config["credsStore"] == "slowtest"
+        assert all(entry == {} for entry in auths.values())  # the secrets are the helper's
+        assert len(list(held.iterdir())) == 8
+    else:
+        expected = {"auth": basic_auth("alice", "a-password")}
+        assert all(entry == expected for entry in auths.values())
+    assert_private(docker_config)
+    # Nothing else beside it but the lock: no temporary file left half-written.
+    assert {p.name for p in docker_config.dir.iterdir()} <= {"config.json", ".config.json.lock"}
 
 
 @pytest.mark.parametrize("kind", ["token", "basic"])

@@ -8,7 +8,9 @@ and a CLI framework (or the builder, pydantic, rich) imported up front would cos
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
 import threading
 import time
@@ -25,7 +27,7 @@ if TYPE_CHECKING:
     from skiff.ui import Console
 
 EXIT_OK, EXIT_ERROR, EXIT_INPUT, EXIT_REJECTED, EXIT_BUILD, EXIT_UPLOAD = 0, 1, 2, 3, 4, 5
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # 128 + SIGINT; SIGTERM and SIGHUP give 143 and 129, as shells do
 # How long a failed command waits for its threads to end before it leaves them behind.
 _LINGER_SECONDS = 2.0
 
@@ -35,7 +37,8 @@ DESCRIPTION = (
 )
 EPILOG = (
     "exit codes: 0 success, 1 unexpected error, 2 invalid input (reference, cog.yaml, flags), "
-    "3 destination rejected, 4 build failed, 5 upload failed, 130 interrupted. "
+    "3 destination rejected, 4 build failed, 5 upload failed, 130 interrupted (Ctrl-C), "
+    "143 terminated (SIGTERM), 129 hung up (SIGHUP). "
     "Run 'skiff COMMAND --help' for a command's options."
 )
 
@@ -488,21 +491,78 @@ def run(argv: Sequence[str]) -> int:
     if unknown:
         args.parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     command: Command = args.command
+    if command not in (serve, predict):  # those run a model server, and stop it their own way
+        _catch_stop_signals()
     return command(args)
 
 
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised where Ctrl-C raises KeyboardInterrupt: whatever cleans up after
+    Ctrl-C (upload sessions cancelled, uv ended, temporary files removed) runs for them too."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+# What a process manager, a CI job's end or `docker stop` (SIGTERM), or a closed terminal
+# (SIGHUP) sends. Their default action kills the process on the spot, leaving uv running and
+# temporary files behind.
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+# A second signal this soon after the first is not let cut its cleanup short (bounded anyway);
+# one later than that (the first went unheard somewhere) stops the command again.
+_CLEANUP_SECONDS = 5.0
+_stopped_at: float | None = None
+
+
+def _stop(signum: int, frame: object) -> None:
+    global _stopped_at
+    now = time.monotonic()
+    if _stopped_at is not None and now - _stopped_at < _CLEANUP_SECONDS:
+        return
+    _stopped_at = now
+    raise Stopped(signum)
+
+
+def _catch_stop_signals() -> None:
+    """Turns SIGTERM and SIGHUP into ``Stopped``; one the user set to be ignored (``nohup``)
+    stays ignored, as Python leaves an ignored SIGINT."""
+    for signum in _STOP_SIGNALS:
+        if signal.getsignal(signum) is signal.SIG_DFL:
+            signal.signal(signum, _stop)
+
+
+def _interrupted(exc: KeyboardInterrupt, as_json: bool) -> NoReturn:
+    """Says which signal stopped the command (one line; with ``--json``, one document unless
+    the command printed its own), then leaves at once with 128 + the signal's number: a push
+    has cancelled its uploads by now, and worker threads blocked in a send must not keep the
+    process alive."""
+    signum = exc.signum if isinstance(exc, Stopped) else int(signal.SIGINT)
+    message = "interrupted" if signum == signal.SIGINT else (
+        f"interrupted by {signal.Signals(signum).name}"
+    )
+    with contextlib.suppress(Exception):  # stdout or stderr may be gone with the terminal
+        from skiff import ui
+
+        if as_json and ui.json_documents == 0:
+            ui.print_json({"ok": False, "error": message, "hint": None,
+                           "signal": signal.Signals(signum).name})
+    with contextlib.suppress(Exception):
+        sys.stderr.write(message + "\n")
+        sys.stderr.flush()
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+    os._exit(128 + signum)
+
+
 def main() -> None:
-    """Console entry point: no traceback ever reaches the user, and Ctrl-C exits 130 at once."""
+    """Console entry point: no traceback ever reaches the user, and Ctrl-C, SIGTERM and SIGHUP
+    exit 130, 143 and 129 at once, each after the same cleanup."""
     as_json = "--json" in sys.argv[1:]
     try:
         code = run(sys.argv[1:])
-    except KeyboardInterrupt:
-        # A push has cancelled its uploads by the time the interrupt reaches here. Worker threads
-        # blocked in a send must not keep the process alive, so leave without waiting.
-        sys.stderr.write("interrupted\n")
-        sys.stderr.flush()
-        sys.stdout.flush()
-        os._exit(EXIT_INTERRUPTED)
+    except KeyboardInterrupt as exc:
+        _interrupted(exc, as_json)
     except SkiffError as exc:
         code = print_failure(exc, as_json)
     except SystemExit as exc:  # fail() in a command, or argparse (--help exits 0)

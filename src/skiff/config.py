@@ -36,6 +36,10 @@ from skiff.errors import InvalidInput
 _AST_LOCK = threading.Lock()
 
 FILENAME = "cog.yaml"
+# Bounds on what cog.yaml may make skiff read and build: a real one is a few kilobytes and a few
+# hundred values, aliases expanded.
+MAX_BYTES = 1 << 20
+MAX_NODES = 100_000
 
 # Cog's defaults and limits (pkg/config/config.go): Python 3.13 when unset, nothing older than 3.10,
 # and concurrency above 1 needs 3.11. 3.14 is the newest CPython release.
@@ -310,7 +314,17 @@ def _read(path: Path, folder: Path) -> str:
         )
         raise ConfigError(f"no {FILENAME} in {folder}", path=path, shown_as=str(path), hint=hint)
     try:
-        return path.read_text(encoding="utf-8")
+        # Bounded whatever the path is (a FIFO, a link to /dev/zero): read one byte past the cap.
+        with path.open("rb") as f:
+            data = f.read(MAX_BYTES + 1)
+        if len(data) > MAX_BYTES:
+            raise ConfigError(
+                f"is larger than {MAX_BYTES // (1 << 20)} MiB",
+                path=path,
+                hint="cog.yaml holds settings; list large things (packages, weights) in the "
+                "files it names",
+            )
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(
             f"is not UTF-8 text (byte {exc.start})", path=path, hint="save cog.yaml as UTF-8"
@@ -333,6 +347,7 @@ def _parse(text: str, path: Path) -> tuple[Any, dict[Loc, int]]:
         root = loader.get_single_node()
         if root is None:  # an empty cog.yaml is valid for Cog: all defaults
             return {}, {}
+        _check_expansion(root, path)
         index: dict[Loc, int] = {}
         nodes: dict[Loc, yaml.Node] = {}
         _index(root, (), index, nodes, path, set())
@@ -356,6 +371,44 @@ def _parse(text: str, path: Path) -> tuple[Any, dict[Loc, int]]:
     for loc in _VERSION_FIELDS:
         _restore_version_text(data, loc, nodes)
     return data, index
+
+
+def _check_expansion(root: yaml.Node, path: Path) -> None:
+    """Refuses a document whose aliases expand to more than MAX_NODES values, or into a value
+    that holds itself. A few kilobytes of nested aliases ("billion laughs") otherwise become
+    billions of values for the schema check and the image's config label to walk."""
+    sizes: dict[int, int] = {}
+    open_: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        known = sizes.get(id(node))
+        if known is not None:
+            return known
+        if id(node) in open_:
+            raise ConfigError(
+                "invalid YAML: an alias refers to the value that holds it",
+                path=path,
+                line=node.start_mark.line + 1,
+                hint="aliases (*name) may only refer to values defined before them",
+            )
+        open_.add(id(node))
+        total = 1
+        if isinstance(node, yaml.MappingNode):
+            total += sum(size(key) + size(value) for key, value in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            total += sum(size(item) for item in node.value)
+        open_.discard(id(node))
+        if total > MAX_NODES:
+            raise ConfigError(
+                f"invalid YAML: its aliases expand to more than {MAX_NODES} values",
+                path=path,
+                line=node.start_mark.line + 1,
+                hint="write the values out, or use fewer nested aliases (*name)",
+            )
+        sizes[id(node)] = total
+        return total
+
+    size(root)
 
 
 def _index(

@@ -6,7 +6,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from skiff.errors import InvalidInput
+from skiff.errors import InvalidInput, SkiffError
 
 _SHA256 = re.compile(r"^sha256:[0-9a-f]{64}$")
 
@@ -36,3 +36,16 @@ class Digest:
 
     def __str__(self) -> str:
         return f"sha256:{self.hex}"
+
+
+class CorruptBlob(SkiffError):
+    """Bytes in the build cache no longer match their digest (a disk fault, an edit through a
+    hard link). A fact about the cache, not about a registry: the blob is rebuilt, never sent
+    for good, and never retried as if the network had failed."""
+
+    def __init__(self, digest: Digest) -> None:
+        super().__init__(
+            f"cached blob {digest} does not match its digest (the build cache is corrupted)",
+            "it was removed from the cache: run the command again to rebuild it",
+        )
+        self.digest = digest

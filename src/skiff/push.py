@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from skiff import reference as refs
 from skiff.auth import dockerconfig
-from skiff.digest import Digest
-from skiff.errors import DestinationRejected, InvalidInput, SkiffError, UploadFailed
+from skiff.digest import CorruptBlob, Digest
+from skiff.errors import BuildFailed, DestinationRejected, InvalidInput, SkiffError, UploadFailed
 from skiff.image.options import BuildOptions
 from skiff.preflight import CheckResult, Report, Severity, run_preflight
 from skiff.registry.client import RegistryClient
@@ -31,7 +31,6 @@ from skiff.registry.upload import (
     BlobResult,
     BlobSource,
     Cancellation,
-    CorruptBlob,
     Outcome,
     UploadCancelled,
     push_blob,
@@ -55,6 +54,8 @@ REFUSED_HINT = (
     "the registry refused it for good: fix what it says (a proxy's body size limit, a storage "
     "quota, permissions), then push again; the build is cached"
 )
+# Builds a push runs when cached blobs prove corrupt: the first, and one with them rebuilt.
+BUILD_ROUNDS = 2
 CACHE_CHANGED_HINT = (
     "the build cache changed during the push (was it cleaned?): run the same push again; the "
     "build writes what is missing"
@@ -90,6 +91,14 @@ class PreflightRejected(DestinationRejected):
         assert failure is not None
         super().__init__(failure.message, failure.hint)
         self.report = report
+
+
+class _CorruptCache(Exception):
+    """Cached blobs did not match their digests; they are gone from the cache, to be rebuilt."""
+
+    def __init__(self, digests: list[Digest]) -> None:
+        super().__init__(", ".join(map(str, digests)))
+        self.digests = digests
 
 
 class PreflightInvalid(InvalidInput):
@@ -197,12 +206,21 @@ def push(
         uploader.submit(layer, cache)
 
     try:
-        builder = Builder(
-            folder, options.build, layout=cache, on_layer=on_layer, on_status=events.status,
-            on_layer_started=uploader.follow, check_stop=uploader.raise_if_refused,
-        )
-        image = builder.build()
-        return uploader.finish(image, cache, report, started)
+        for round_ in range(1, BUILD_ROUNDS + 1):
+            builder = Builder(
+                folder, options.build, layout=cache, on_layer=on_layer, on_status=events.status,
+                on_layer_started=uploader.follow, check_stop=uploader.raise_if_refused,
+            )
+            image = builder.build()
+            try:
+                return uploader.finish(
+                    image, cache, report, started, may_rebuild=round_ < BUILD_ROUNDS
+                )
+            except _CorruptCache as exc:
+                # Evicted: the build writes them again (a base layer is pulled again), and
+                # what is already in the registry is not sent twice.
+                events.status(f"corrupted in the cache, rebuilding: {exc}")
+        raise AssertionError("unreachable")  # pragma: no cover
     except BaseException:
         uploader.abandon()
         raise
@@ -253,6 +271,7 @@ class _Uploader:
         # Its own lock: a future already done runs its callback at once, under self.lock.
         self.refusing = threading.Lock()
         self.growing: dict[GrowingBlob, Future[BlobResult | None]] = {}
+        self.corrupted: list[Digest] = []  # cached blobs found corrupt, for the warnings
         # Whether large layers are streamed as they are built: None until the first one asks
         # (a push whose layers are all cached never pays for the question).
         self.stream_early: bool | None = None
@@ -363,8 +382,17 @@ class _Uploader:
         return result
 
     def finish(
-        self, image: BuiltImage, layout: Layout, report: Report, started: float
+        self,
+        image: BuiltImage,
+        layout: Layout,
+        report: Report,
+        started: float,
+        *,
+        may_rebuild: bool = False,
     ) -> PushResult:
+        """Waits for every blob, then puts the manifest. Cached blobs found corrupt are removed
+        from the cache and, with ``may_rebuild``, raised as ``_CorruptCache`` for the caller
+        to build again; else they fail the push."""
         self.mount_base(image.base)
         for layer in image.layers:
             self.submit(layer, layout)
@@ -375,15 +403,23 @@ class _Uploader:
             self.raise_if_refused()
         results: list[LayerReport] = []
         errors: list[str] = []
+        corrupt: list[Digest] = []
         hint = CACHED_HINT
+        # This image's blobs: after a rebuild, some uploaded for the first build may be gone.
+        wanted = {layer.descriptor.digest for layer in image.layers}
+        wanted.add(image.config_descriptor.digest)
         for digest, (future, role) in list(self.futures.items()):
+            if digest not in wanted:
+                continue
             try:
                 blob = future.result()
             except CorruptBlob as exc:
-                # Never pushed, and removed so that the next build makes it again.
+                # Never pushed; removed so that the build makes it again, and forgotten here
+                # so that the rebuilt blob is uploaded.
                 layout.path(exc.digest).unlink(missing_ok=True)
-                errors.append(exc.message)
-                hint = exc.hint or CACHED_HINT
+                del self.futures[digest]
+                corrupt.append(exc.digest)
+                self.corrupted.append(exc.digest)
                 continue
             except SkiffError as exc:
                 errors.append(exc.message)
@@ -393,6 +429,22 @@ class _Uploader:
                 hint = CACHE_CHANGED_HINT
                 continue
             results.append(LayerReport(digest, blob.size, role, blob.outcome, blob.bytes_sent))
+        manifest_bytes = layout.read_bytes(image.manifest_descriptor.digest)
+        if Digest.of(manifest_bytes) != image.manifest_descriptor.digest:
+            layout.path(image.manifest_descriptor.digest).unlink(missing_ok=True)
+            corrupt.append(image.manifest_descriptor.digest)
+            self.corrupted.append(image.manifest_descriptor.digest)
+        if corrupt and not errors:
+            if may_rebuild:
+                raise _CorruptCache(corrupt)
+            raise BuildFailed(
+                f"the build cache gives back other bytes than were written to it, even after "
+                f"a rebuild ({corrupt[0]})",
+                "check the disk; removing the cache folder (SKIFF_CACHE_DIR, default "
+                "~/.cache/skiff) costs only a rebuild",
+            )
+        if corrupt:
+            errors.append(CorruptBlob(corrupt[0]).message)
         if errors:
             raise UploadFailed(
                 f"upload to {self.ref.repository} failed: {errors[0]}"
@@ -400,7 +452,6 @@ class _Uploader:
                 hint,
             )
         self.events.status("writing the manifest")
-        manifest_bytes = layout.read_bytes(image.manifest_descriptor.digest)
         try:
             digest = self._put_manifest(manifest_bytes, image.manifest.media_type)
         except RegistryError as exc:
@@ -410,8 +461,12 @@ class _Uploader:
             ) from None
         order = {layer.descriptor.digest: i for i, layer in enumerate(image.layers)}
         results.sort(key=lambda r: order.get(r.digest, len(order)))
+        warnings = image.warnings + [
+            f"cached blob {bad} did not match its digest (a disk fault?): it was rebuilt"
+            for bad in self.corrupted
+        ]
         return PushResult(
-            self.ref, digest, results, report, image.warnings, time.perf_counter() - started
+            self.ref, digest, results, report, warnings, time.perf_counter() - started
         )
 
     def _wait_unless_refused(self) -> bool:

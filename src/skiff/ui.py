@@ -135,7 +135,13 @@ def print_warning(console: Console, message: str) -> None:
     console.print(("warning:", "yellow"), f" {safe(message)}")
 
 
+# JSON documents printed so far: ``--json`` promises exactly one, whatever stops the command.
+json_documents = 0
+
+
 def print_json(document: dict[str, Any]) -> None:
+    global json_documents
+    json_documents += 1
     sys.stdout.write(json.dumps(document, indent=2) + "\n")
     sys.stdout.flush()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.server
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 from hardutil import MB, SKIFF, make_model
-from test_interrupt import build_in_background, interrupt, wait_for_upload
+from test_interrupt import STOP_SIGNALS, build_in_background, interrupt, wait_for_upload
 from throttle import Throttle
 
 from skiff.errors import UploadFailed
@@ -126,22 +127,32 @@ def test_a_build_failure_while_an_upload_hangs_exits_4_at_once(
     assert registry.manifests(REPO) == []
 
 
-def test_ctrl_c_while_dependencies_install_exits_130_at_once(
-    tmp_path: Path, registry: RegistryServer, held_index: _HeldIndex
+@pytest.mark.parametrize("signum", STOP_SIGNALS, ids=lambda s: signal.Signals(s).name)
+def test_a_signal_while_dependencies_install_exits_at_once_and_ends_uv(
+    tmp_path: Path, registry: RegistryServer, held_index: _HeldIndex, signum: int
 ) -> None:
-    """The dependency install runs beside the other layers; Ctrl-C does not wait for it, and
-    leaves neither uv running nor skiff's copy of the requirements in the model folder (where
-    it would end up in the next image). The signal goes to skiff alone, as a CI runner may send
-    it: at a terminal, uv would get it too."""
+    """The dependency install runs beside the other layers; Ctrl-C (or a process manager's
+    SIGTERM, or a closed terminal's SIGHUP) does not wait for it, and leaves neither uv running
+    nor skiff's copy of the requirements in the model folder (where it would end up in the next
+    image), nor a temporary blob in the cache. The signal goes to skiff alone, as a CI runner
+    may send it: at a terminal, uv would get it too."""
     model, env = model_needing_a_held_package(tmp_path, held_index, requirements_file=True)
     before = sorted(p.name for p in model.iterdir())
     with build_in_background(model, env) as process:
         assert held_index.asked.wait(60), "uv never asked the index"
-        code, took = interrupt(process)
-    assert code == 130
-    assert took < 1.0, f"exited {took:.1f} s after Ctrl-C"
+        code, took = interrupt(process, signum=signum)
+        assert process.stderr is not None
+        stderr = process.stderr.read()
+    assert code == 128 + signum, stderr
+    assert took < 1.0, f"exited {took:.1f} s after the signal"
+    name = signal.Signals(signum).name
+    assert stderr.splitlines()[-1] == (
+        "interrupted" if signum == signal.SIGINT else f"interrupted by {name}"
+    )
     assert sorted(p.name for p in model.iterdir()) == before
     assert not processes_mentioning(str(model)), "uv is still running"
+    blobs = Path(env["SKIFF_CACHE_DIR"]) / "oci" / "blobs" / "sha256"
+    assert not list(blobs.glob(".ingest-*")), "a temporary blob was left in the cache"
 
 
 def processes_mentioning(text: str) -> list[int]:

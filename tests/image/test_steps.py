@@ -17,7 +17,7 @@ from skiff.digest import Digest
 from skiff.errors import BuildFailed, InvalidInput
 from skiff.image.builder import Builder, BuildOptions
 from skiff.image.layers import Layer, StatCache
-from skiff.image.layout import Layout
+from skiff.image.layout import Layout, claim_work_dir, release_work_dir
 from skiff.image.oci import Manifest
 from skiff.image.steps import (
     Sandbox,
@@ -260,9 +260,12 @@ def test_cached_steps_below_are_applied_then_a_failure_reports_output_without_th
             mounts=(SecretMount("token", "/run/secrets/token"),),
         ),
     ]
-    for name, age in (("rootfs-killed", 2 * 86400), ("rootfs-running", 60)):
-        (tmp_path / "work" / name / "root").mkdir(parents=True)
-        os.utime(tmp_path / "work" / name, (time.time() - age, time.time() - age))
+    # A killed build's root filesystem (no one holds it), and a running build's (held).
+    (tmp_path / "work" / "rootfs-killed" / "root").mkdir(parents=True)
+    running = claim_work_dir(tmp_path / "work", "rootfs-running-")
+    (running / "root").mkdir()
+    for path in (tmp_path / "work" / "rootfs-killed", running):
+        os.utime(path, (time.time() - 3600, time.time() - 3600))
     done: list[StepResult] = []
     with pytest.raises(BuildFailed, match=r"exit 3") as caught:
         runner(debian, tmp_path, cache=step_cache, sandbox=sandbox).run(steps, done.append)
@@ -276,8 +279,9 @@ def test_cached_steps_below_are_applied_then_a_failure_reports_output_without_th
     assert "working" in hint and "***" in hint
     assert SECRET_VALUE not in hint + caught.value.message
     assert str(tmp_path) not in Path("/proc/self/mounts").read_text()  # nothing left mounted
-    # A day-old root filesystem (a killed build) was cleared; another build's was not.
-    assert sorted(p.name for p in (tmp_path / "work").iterdir()) == ["rootfs-running"]
+    # A killed build's root filesystem was cleared; a running build's was not.
+    assert sorted(p.name for p in (tmp_path / "work").iterdir()) == [running.name]
+    release_work_dir(running, shutil.rmtree)
 
 
 def test_missing_secret_is_refused_before_running(

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import fcntl
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -93,45 +95,49 @@ def store(registry: str, username: str, password: str, *, timeout: float = DEFAU
     if not password:
         raise InvalidInput("the password is empty", hint="pass the password or token on stdin")
     path = config_path()
-    data = _load(path) or {}
-    config = _Config.parse(path, data)
-    host = _hostname(registry)
-    key = server_key(host)
-    auths = data.get("auths")
-    if auths is None:
-        auths = data["auths"] = {}
-    helper = config.helper_for(host)
-    if helper is not None:
-        name, setting = helper
-        _with_helper(
-            path,
-            name,
-            setting,
-            lambda: helper_store(name, key, username, password, timeout=timeout),
-        )
-        auths[key] = {}
-    else:
-        token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
-        auths[key] = {"auth": token}
-    _write(path, data)
+    with _locked(path):
+        data = _load(path) or {}
+        config = _Config.parse(path, data)
+        host = _hostname(registry)
+        key = server_key(host)
+        auths = data.get("auths")
+        if auths is None:
+            auths = data["auths"] = {}
+        helper = config.helper_for(host)
+        if helper is not None:
+            name, setting = helper
+            _with_helper(
+                path,
+                name,
+                setting,
+                lambda: helper_store(name, key, username, password, timeout=timeout),
+            )
+            auths[key] = {}
+        else:
+            token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+            auths[key] = {"auth": token}
+        _write(path, data)
     return path
 
 
 def erase(registry: str, *, timeout: float = DEFAULT_TIMEOUT) -> bool:
     """Forgets a login like ``docker logout``; False when there was nothing to forget."""
     path = config_path()
-    data = _load(path)
-    if data is None:
+    if not path.exists():
         return False
-    config = _Config.parse(path, data)
-    host = _hostname(registry)
-    removed = False
-    stale = [key for key, _ in config.auths_for(host)]
-    if stale:
-        for key in stale:
-            del config.auths[key]
-        _write(path, data)
-        removed = True
+    with _locked(path):
+        data = _load(path)
+        if data is None:
+            return False
+        config = _Config.parse(path, data)
+        host = _hostname(registry)
+        removed = False
+        stale = [key for key, _ in config.auths_for(host)]
+        if stale:
+            for key in stale:
+                del config.auths[key]
+            _write(path, data)
+            removed = True
     helper = config.helper_for(host)
     if helper is not None:
         name, setting = helper
@@ -283,6 +289,31 @@ def _load(path: Path) -> dict[str, Any] | None:
             hint=f"move {path} away and log in again",
         )
     return data
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Holds an exclusive lock on a file beside config.json while a login reads, changes and
+    writes it back: concurrent logins (eight CI jobs at once) then keep every entry instead of
+    overwriting each other's. Docker takes no lock, so a concurrent ``docker login`` can still
+    win a race; skiff's own never lose one. The lock is released when the process dies."""
+    target = path.resolve() if path.is_symlink() else path  # the file a symlink points at
+    lock = target.with_name(f".{target.name}.lock")
+    try:
+        if not target.parent.exists():
+            target.parent.mkdir(mode=0o700, parents=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise CredentialConfigError(
+            path,
+            f"cannot lock the file ({lock}): {exc.strerror or exc}",
+            hint=f"fix the permissions of {target.parent}, or set DOCKER_CONFIG to a writable one",
+        ) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _write(path: Path, data: dict[str, Any]) -> None:

@@ -37,7 +37,10 @@ from skiff.image.oci import (
 )
 
 _CHUNK = 1 << 20
-_STALE_AFTER = 24 * 3600
+# A temporary blob or work folder that no live process holds (flock) and that nobody wrote to
+# for this long is a killed build's leftover. (The short wait covers the moment between
+# creating one and locking it.)
+_UNHELD_GRACE = 5.0
 _LAYOUT_MARKER = b'{"imageLayoutVersion":"1.0.0"}'
 
 
@@ -48,8 +51,71 @@ def cache_dir() -> Path:
 
 
 def default_layout() -> Layout:
-    """The OCI layout inside the build cache (created on first use)."""
-    return Layout.open(cache_dir() / "oci")
+    """The OCI layout inside the build cache (created on first use). Opening it removes what
+    killed builds left behind: partial blobs, unpacked root filesystems."""
+    from skiff.image.rootfs import remove_path  # rootfs builds on this module
+
+    layout = Layout.open(cache_dir() / "oci")
+    remove_abandoned(cache_dir() / "rootfs", "rootfs-*", remove_path)
+    return layout
+
+
+# Work folders this process holds, and the descriptor whose lock says so.
+_HELD: dict[Path, int] = {}
+_HELD_LOCK = threading.Lock()
+
+
+def claim_work_dir(parent: Path, prefix: str) -> Path:
+    """A new folder under ``parent`` (created if need be) that this process holds until
+    ``release_work_dir``: a lock that dies with the process, so ``remove_abandoned`` in another
+    skiff never removes it while it is in use, and removes it once its owner was killed."""
+    parent.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    with _HELD_LOCK:
+        _HELD[path] = fd
+    return path
+
+
+def release_work_dir(path: Path, remove: Callable[[Path], None]) -> None:
+    """Removes a folder from ``claim_work_dir`` (with ``remove``), then lets go of it."""
+    try:
+        remove(path)
+    finally:
+        with _HELD_LOCK:
+            fd = _HELD.pop(path, None)
+        if fd is not None:
+            os.close(fd)
+
+
+def remove_abandoned(parent: Path, pattern: str, remove: Callable[[Path], None]) -> int:
+    """Removes the entries of ``parent`` matching ``pattern`` that no live process holds (see
+    ``claim_work_dir`` and BlobWriter), left by builds that were killed; returns how many."""
+    removed = 0
+    cutoff = time.time() - _UNHELD_GRACE
+    try:
+        candidates = list(parent.glob(pattern))
+    except OSError:
+        return 0
+    for path in candidates:
+        with contextlib.suppress(OSError):
+            if path.lstat().st_mtime > cutoff:
+                continue  # being created, or written right now
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # its owner is alive
+                # Still the entry that was locked (not renamed away and replaced meanwhile).
+                if os.fstat(fd).st_ino != path.lstat().st_ino:
+                    continue
+                remove(path)
+                removed += 1
+            finally:
+                os.close(fd)
+    return removed
 
 
 # What a layout holds, and what one being created by a concurrent skiff holds for a moment.
@@ -167,6 +233,9 @@ class BlobWriter:
             fd, tmp = tempfile.mkstemp(dir=layout.blob_dir, prefix=".ingest-", suffix=".tmp")
         except OSError as exc:  # a cache made by another user, no inodes left, no descriptors
             raise layout.write_error(exc) from None
+        # Held until the blob is committed or removed: a concurrent skiff opening the cache
+        # removes only temporaries whose writer is gone (see remove_abandoned).
+        fcntl.flock(fd, fcntl.LOCK_EX)
         self._tmp = Path(tmp)
         self._file: IO[bytes] = os.fdopen(fd, "wb")
         self._done = False
@@ -209,15 +278,15 @@ class BlobWriter:
             if self._growing is not None:
                 self._growing._grew(self.size)  # readers may send the tail during the fsync
             os.fsync(self._file.fileno())
-            self._file.close()
             # Blobs are immutable; read-only also protects the cache from edits through hardlinks.
-            os.chmod(self._tmp, 0o444)
+            os.fchmod(self._file.fileno(), 0o444)
             with contextlib.ExitStack() as stack:
                 if self._growing is not None:
                     done = stack.enter_context(self._growing._committing())
                 os.replace(self._tmp, self._layout.path(digest))
                 if self._growing is not None:
                     done(digest)
+            self._file.close()  # the lock goes only now: the temporary is never unheld
             _fsync_dir(self._layout.blob_dir)
         except OSError as exc:
             self.abort()
@@ -235,9 +304,9 @@ class BlobWriter:
         if self._growing is not None:
             self._growing._fail()
         with contextlib.suppress(OSError):
-            self._file.close()
-        with contextlib.suppress(OSError):
             self._tmp.unlink()
+        with contextlib.suppress(OSError):
+            self._file.close()
 
     def __enter__(self) -> BlobWriter:
         return self
@@ -285,12 +354,8 @@ class Layout:
         return layout
 
     def _remove_stale_temporaries(self) -> None:
-        # Left by a process that was killed mid-write; a day old means nobody is writing them.
-        cutoff = time.time() - _STALE_AFTER
-        for tmp in self.blob_dir.glob(".ingest-*.tmp"):
-            with contextlib.suppress(OSError):
-                if tmp.stat().st_mtime < cutoff:
-                    tmp.unlink()
+        # Left by a process killed mid-write: its lock died with it. A live writer's are kept.
+        remove_abandoned(self.blob_dir, ".ingest-*.tmp", os.unlink)
 
     # -- blobs ---------------------------------------------------------------------------------
 

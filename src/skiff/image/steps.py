@@ -40,8 +40,6 @@ import shutil
 import stat
 import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,7 +48,7 @@ from typing import Literal
 from skiff.config import BuildConfig
 from skiff.errors import BuildFailed, InvalidInput
 from skiff.image.layers import Entry, Layer, StatCache, build_layer
-from skiff.image.layout import Layout
+from skiff.image.layout import Layout, claim_work_dir, release_work_dir, remove_abandoned
 from skiff.image.oci import Descriptor, canonical_json
 from skiff.image.rootfs import (
     WHITEOUT_PREFIX,
@@ -68,7 +66,6 @@ _KEY_VERSION = 1
 EXCLUDED_TOP = frozenset({"proc", "sys", "dev", "tmp"})
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _OUTPUT_TAIL = 30
-_STALE_AFTER_S = 24 * 3600
 _SECRET_ID = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 StepRole = Literal["system", "run"]
@@ -559,22 +556,18 @@ class StepRunner:
         finally:
             if root is not None:
                 with contextlib.suppress(OSError):
-                    remove_path(root.parent)
+                    release_work_dir(root.parent, remove_path)
         return results
 
     def _unpack(self, done: Sequence[Descriptor]) -> Path:
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        # A build killed mid-step leaves its root filesystem behind: clear day-old ones.
-        for stale in self.work_dir.glob("rootfs-*"):
-            with contextlib.suppress(OSError):
-                if time.time() - stale.stat().st_mtime > _STALE_AFTER_S:
-                    remove_path(stale)
-        root = Path(tempfile.mkdtemp(prefix="rootfs-", dir=self.work_dir)) / "root"
+        # A build killed mid-step leaves its root filesystem behind: clear those nobody holds.
+        remove_abandoned(self.work_dir, "rootfs-*", remove_path)
+        root = claim_work_dir(self.work_dir, "rootfs-") / "root"
         try:
             unpack_layers(self.layout, [*self.base_layers, *done], root)
         except BaseException:
             with contextlib.suppress(OSError):
-                remove_path(root.parent)
+                release_work_dir(root.parent, remove_path)
             raise
         return root
 

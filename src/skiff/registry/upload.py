@@ -21,7 +21,7 @@ from typing import BinaryIO, Protocol
 
 import httpx
 
-from skiff.digest import Digest
+from skiff.digest import CorruptBlob, Digest
 from skiff.registry.client import RegistryClient, UploadSession
 from skiff.registry.errors import ProtocolError, RegistryError, ServerError, Unreachable
 
@@ -64,17 +64,6 @@ Progress = Callable[[int], None]
 
 class UploadCancelled(RegistryError):
     """The push was interrupted (Ctrl-C); the sessions it had open were cancelled."""
-
-
-class CorruptBlob(ProtocolError):
-    """A cached blob no longer matches its digest: it must be rebuilt, never pushed."""
-
-    def __init__(self, digest: Digest) -> None:
-        super().__init__(
-            f"cached blob {digest} does not match its digest (the build cache is corrupted)",
-            "it was removed from the cache: run the push again to rebuild it",
-        )
-        self.digest = digest
 
 
 class Cancellation:
@@ -301,6 +290,11 @@ def _upload(
         if blob.size <= min(chunk, MONOLITHIC_MAX):
             return _monolithic(client, blob, tracked, progress, cancel)
         return _chunked(client, blob, tracked, chunk, progress, cancel)
+    except CorruptBlob:
+        # A cache fault, not the registry's: nothing of it is committed, its session goes
+        # (bounded), and the caller rebuilds the blob. Never retried here.
+        client.cancel_upload(tracked.session, timeout=1.0)
+        raise
     finally:
         tracked.done()
 
