@@ -143,6 +143,34 @@ def _bytes(data: bytes) -> object:
     return io.BytesIO(data)
 
 
+def test_a_plain_http_location_on_another_machine_gets_no_token(
+    servers: list[MisbehavingServer], docker_config: DockerConfig, own_name: str
+) -> None:
+    """A token registry whose upload Location is plain HTTP on a host that is not loopback by
+    name (this machine's host name stands in for one elsewhere): the token stays home."""
+    tokens = serve(servers, {"GET /token": Reply(200, b'{"token": "push-token"}')})
+    token = credential("Bearer push-token")
+    challenge = {"WWW-Authenticate": f'Bearer realm="{tokens.url}/token",service="registry"'}
+
+    def bearer_only(reply: Reply) -> object:
+        return lambda seen: reply if seen.credential == token else Reply(401, b"{}", challenge)
+
+    storage = serve(servers, {"PUT /upload/u1": Reply(201)})
+    location = f"http://{own_name}:{storage.port}/upload/u1?sig=presigned"
+    registry = serve(servers, {
+        "GET /v2/": bearer_only(Reply(200, b"{}")),
+        f"HEAD /v2/{REPO}/blobs/{BLOB_DIGEST}": bearer_only(Reply(404, b"{}")),
+        f"POST /v2/{REPO}/blobs/uploads/": bearer_only(Reply(202, headers={"Location": location})),
+    })
+    docker_config.write_auth(registry.host, USER, PASSWORD)
+    with client_for(registry.host) as client:
+        result = push_blob(client, BlobSource(BLOB_DIGEST, len(BLOB), lambda: _bytes(BLOB)))
+    assert result.outcome is Outcome.UPLOADED
+    assert [s.method for s in storage.seen] == ["PUT"]
+    assert not any(s.authorized for s in storage.seen), storage.seen
+    assert any(s.credential == token for s in registry.seen)
+
+
 @pytest.mark.parametrize("storage_login", [False, True], ids=["anonymous", "own-login"])
 def test_a_401_from_another_host_is_answered_with_that_hosts_credentials_only(
     servers: list[MisbehavingServer], docker_config: DockerConfig, storage_login: bool
@@ -219,6 +247,25 @@ def test_a_registry_trickling_its_answers_cannot_stretch_a_check(
     assert code == 3, output
     assert took < 15, took
     assert registry.host in output and "preflight" in output, output
+
+
+def test_a_check_of_slow_answers_ends_by_its_overall_deadline(
+    servers: list[MisbehavingServer],
+) -> None:
+    """Each answer comes after 2 s, under SKIFF_TIMEOUT (5 s): a preflight of several requests
+    still ends by SKIFF_DEADLINE (3 s)."""
+    session = {"Location": f"/v2/{REPO}/blobs/uploads/u1"}
+    registry = serve(servers, fallback=Reply(404, b"{}", hang=2.0), routes={
+        "GET /v2/": Reply(200, b"{}", hang=2.0),
+        f"POST /v2/{REPO}/blobs/uploads/": Reply(202, headers=session, hang=2.0),
+        f"DELETE /v2/{REPO}/blobs/uploads/u1": Reply(204, hang=2.0),
+    })
+    code, output, took = run_skiff(
+        "check", f"{registry.host}/{REPO}:v1", SKIFF_TIMEOUT="5", SKIFF_DEADLINE="3"
+    )
+    assert code == 3, output
+    assert took < 6, took
+    assert registry.host in output and "SKIFF_DEADLINE" in output, output
 
 
 def test_a_registry_silent_mid_push_fails_the_push_within_the_deadline(
