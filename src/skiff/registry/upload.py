@@ -173,9 +173,10 @@ class Cancellation:
     def cancel(self, timeout: float = 1.0) -> int:
         """Stop every upload and close the sessions still open (best effort, bounded).
 
-        A registry refuses to drop a session while a request in it is still open: the requests
-        in flight are broken off first, their end awaited, then each session deleted, asked
-        again within the time left if the registry was not done with it yet.
+        A registry cannot drop a session while a request in it is still arriving: the requests
+        in flight are given the time to end first (a streamed body ends cleanly at its next
+        piece; a body of declared length may finish), those still going are broken off, then
+        each session is deleted.
         """
         self._event.set()
         deadline = time.monotonic() + timeout
@@ -195,14 +196,12 @@ class Cancellation:
                 abort_requests_of(thread)
         closed = 0
         for location, client in pending:
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                if client.cancel_upload(UploadSession(location), timeout=remaining):
-                    closed += 1
-                    break
-                time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            # Once: asked again, a registry that refused says the same.
+            if client.cancel_upload(UploadSession(location), timeout=remaining):
+                closed += 1
         return closed
 
 
@@ -548,7 +547,9 @@ class _Slice:
         self.sent = 0
         self.handle.seek(self.offset)
         while self.sent < self.length:
-            self.cancel.check()
+            # Not stopped by a cancellation: a body of declared length that breaks off leaves a
+            # session the registry can no longer delete. The cancellation gives it a moment to
+            # finish, then breaks the connection itself.
             data = self.handle.read(min(self.PIECE, self.length - self.sent))
             if not data:
                 raise CorruptBlob(self.hasher.blob.digest)  # shorter than its digest says
