@@ -32,6 +32,7 @@ from skiff.registry.errors import (
     ServerError,
     Unauthorized,
 )
+from skiff.registry.redact import redact
 from skiff.registry.transport import (
     ANSWER_MAX,
     USER_AGENT,
@@ -185,7 +186,9 @@ class RegistryClient:
                 f"{self.host} asked for a streamed request to be sent again while {what}"
             ) from None
         except httpx.InvalidURL as exc:
-            raise ProtocolError(f"{self.host} sent an invalid URL while {what}: {exc}") from None
+            raise ProtocolError(
+                f"{self.host} sent an invalid URL while {what}: {redact(str(exc))}"
+            ) from None
 
     # -- the API -----------------------------------------------------------------------------
 
@@ -493,7 +496,9 @@ class RegistryClient:
         try:
             return str(httpx.URL(self.base_url).join(location))
         except (httpx.InvalidURL, ValueError) as exc:
-            raise ProtocolError(f"{self.host} sent an invalid upload location: {exc}") from None
+            raise ProtocolError(
+                f"{self.host} sent an invalid upload location: {redact(str(exc))}"
+            ) from None
 
 
 def parse_error_body(response: httpx.Response) -> list[RegistryErrorDetail]:

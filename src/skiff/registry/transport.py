@@ -26,6 +26,7 @@ from skiff.registry.errors import (
     TLSFailure,
     Unreachable,
 )
+from skiff.registry.redact import redact
 
 # Trust and settings live apart from httpx, so that preflight can start loading the CA store
 # before httpx is imported; they are re-exported here, where callers have always found them.
@@ -214,11 +215,13 @@ def translate(exc: httpx.HTTPError, host: str, options: TransportOptions) -> Reg
             "the registry or a proxy in front of it is misconfigured",
         )
     if isinstance(exc, httpx.RemoteProtocolError | httpx.DecodingError):
-        return ProtocolError(f"{host} broke the HTTP protocol: {exc}")
+        return ProtocolError(f"{host} broke the HTTP protocol: {redact(str(exc))}")
     text = str(exc).lower()
     if "connection refused" in text:
         return _refused(host)
-    return Unreachable(f"cannot talk to {_host_port(host)}: {exc or type(exc).__name__}")
+    return Unreachable(
+        f"cannot talk to {_host_port(host)}: {redact(str(exc)) or type(exc).__name__}"
+    )
 
 
 def _request_host(exc: httpx.HTTPError) -> str | None:
