@@ -303,11 +303,17 @@ def test_a_huge_manifest_or_token_answer_is_refused_without_reading_it(
 ) -> None:
     huge = Reply(200, b'{"a":1}', {"Content-Type": "application/vnd.oci.image.manifest.v1+json"},
                  size=256 * MB, declare_length=declared)
-    registry = serve(servers, {"GET /v2/": Reply(200, b"{}"), f"GET /v2/{REPO}/manifests/v1": huge})
-    with client_for(registry.host) as client, pytest.raises(OversizedAnswer) as raised:
-        client.get_manifest("v1")
-    assert registry.host in raised.value.message
-    assert registry.body_bytes_sent < 24 * MB, registry.body_bytes_sent
+    huge_error = Reply(404, b'{"errors":[]}', size=256 * MB, declare_length=declared)
+    registry = serve(servers, {
+        "GET /v2/": Reply(200, b"{}"),
+        f"GET /v2/{REPO}/manifests/v1": huge,
+        f"GET /v2/{REPO}/manifests/v2": huge_error,
+    })
+    for tag in ("v1", "v2"):  # a manifest, an error document
+        with client_for(registry.host) as client, pytest.raises(OversizedAnswer) as raised:
+            client.get_manifest(tag)
+        assert registry.host in raised.value.message
+    assert registry.body_bytes_sent < 48 * MB, registry.body_bytes_sent
 
     tokens = serve(servers, {"GET /token": huge}, address="127.0.0.2")
     challenge = f'Bearer realm="{tokens.url}/token",service="registry"'
