@@ -208,8 +208,9 @@ def test_manifest_and_blob_lookups(
     layer = Digest.parse(image.layer_digest)
     assert client.head_blob(layer) == len(registry.blob_bytes(image.layer_digest))
     assert client.head_blob(MISSING) is None
-    with client.get_blob(layer) as response:
-        assert response.read() == registry.blob_bytes(image.layer_digest)
+    expected = registry.blob_bytes(image.layer_digest)
+    with client.get_blob(layer, len(expected)) as pieces:
+        assert b"".join(pieces) == expected
 
 
 def test_upload_session_is_opened_and_cancelled(

@@ -76,3 +76,34 @@ def test_a_missing_ca_file_fails_where_the_context_is_used_and_is_not_remembered
     bundle.write_bytes(tls_registry.ca_cert.read_bytes())
     with RegistryClient(Repository(tls_registry.host, "a/b"), options=options) as client:
         assert client.ping().base_url == f"https://{tls_registry.host}"
+
+
+def test_timeouts_and_deadlines_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SKIFF_TIMEOUT beats a caller's default read timeout; SKIFF_DEADLINE bounds a phase, or
+    an upload's time without progress (an upload has no overall deadline); a typo or a value
+    that is not positive turns nothing off."""
+    monkeypatch.setenv("SKIFF_TIMEOUT", "7")
+    monkeypatch.setenv("SKIFF_DEADLINE", "42")
+    preflight = TransportOptions.from_env(read_timeout=10.0)
+    assert (preflight.read_timeout, preflight.deadline, preflight.stall_deadline) == (7, 42, 42)
+    upload = TransportOptions.from_env(read_timeout=30.0, deadline=None, phase="upload")
+    assert (upload.read_timeout, upload.deadline, upload.stall_deadline) == (7, None, 42)
+    for bad in ("", "soon", "0", "-3"):
+        monkeypatch.setenv("SKIFF_TIMEOUT", bad)
+        monkeypatch.setenv("SKIFF_DEADLINE", bad)
+        options = TransportOptions.from_env(read_timeout=10.0)
+        assert (options.read_timeout, options.deadline) == (10.0, 60.0), bad
+
+
+def test_url_queries_are_hidden_in_logged_text() -> None:
+    from skiff.registry.redact import redact
+
+    line = (
+        'HTTP Request: PUT http://127.0.0.1:5000/v2/a/blobs/uploads/u?_state=abc%3D&digest=sha256:1'
+        ' "HTTP/1.1 201 Created" then https://bucket.s3.amazonaws.com/k?X-Amz-Signature=s3cr3t'
+    )
+    hidden = redact(line)
+    assert "abc" not in hidden and "s3cr3t" not in hidden and "sha256:1" not in hidden
+    assert "/v2/a/blobs/uploads/u?_state=...&digest=..." in hidden
+    assert "https://bucket.s3.amazonaws.com/k?X-Amz-Signature=..." in hidden
+    assert redact("no url here, just a ?question") == "no url here, just a ?question"

@@ -82,7 +82,12 @@ def _debug_logging(enabled: bool) -> None:
         logging.basicConfig(
             stream=sys.stderr, level=logging.INFO, format="debug: %(name)s: %(message)s"
         )
-        # httpx logs method, URL and status at INFO; never headers, so never credentials.
+        # httpx logs method, URL and status at INFO; never headers, and URL queries (presigned
+        # storage URLs, upload state: credentials) are hidden.
+        from skiff.registry.redact import RedactQueries
+
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(RedactQueries())
         logging.getLogger("httpx").setLevel(logging.INFO)
         logging.getLogger("skiff").setLevel(logging.DEBUG)
 

@@ -255,7 +255,9 @@ class _Uploader:
             raise DestinationRejected(exc.message, exc.hint) from None
         self.client = RegistryClient(
             ref.repository, credentials,
-            options=TransportOptions.from_env(read_timeout=300.0),
+            # No deadline on the whole upload (it may rightly take hours): on the time without
+            # progress instead (SKIFF_DEADLINE), enforced by the upload logic.
+            options=TransportOptions.from_env(read_timeout=30.0, deadline=None, phase="upload"),
         )
         from concurrent.futures import ThreadPoolExecutor  # not needed by a rejected push
 
@@ -266,7 +268,7 @@ class _Uploader:
         self.lock = threading.Lock()
         self.asking = threading.Lock()
         self.mount_from: tuple[str, ...] = ()
-        self.cancellation = Cancellation()
+        self.cancellation = Cancellation(self.client.options.stall_deadline)
         self.refused: RegistryError | None = None  # a blob refused for good, once one is
         # Its own lock: a future already done runs its callback at once, under self.lock.
         self.refusing = threading.Lock()
@@ -285,7 +287,7 @@ class _Uploader:
 
     def abandon(self) -> None:
         """Stop at once: no new request, open upload sessions cancelled (bounded in time)."""
-        self.cancellation.cancel(timeout=0.5)
+        self.cancellation.cancel(timeout=0.8)
         self.pool.shutdown(wait=False, cancel_futures=True)
         # Idle connections close now. A worker blocked in a send (a hung link) stays blocked
         # until its timeout whatever is closed here: the CLI does not wait for it (cli._leave).

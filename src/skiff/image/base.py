@@ -26,6 +26,7 @@ from skiff.image.oci import (
 )
 from skiff.registry.client import RegistryClient
 from skiff.registry.errors import RegistryError
+from skiff.registry.transport import TransportOptions
 
 # Docker's media types name the same bytes as OCI's; the image skiff writes is OCI throughout.
 _TO_OCI = {DOCKER_LAYER_GZIP: OCI_LAYER_GZIP}
@@ -93,17 +94,20 @@ def _pull(
         credentials = dockerconfig.resolve(ref.repository.registry)
     except SkiffError:
         credentials = ANONYMOUS
-    with RegistryClient(ref.repository, credentials, actions=("pull",)) as client:
+    # No deadline on the whole pull (base layers may be large); every wait has its timeout,
+    # and every answer is bounded by its descriptor's size.
+    options = TransportOptions.from_env(deadline=None, phase="base image pull")
+    with RegistryClient(ref.repository, credentials, actions=("pull",), options=options) as client:
         data, media_type = client.get_manifest(ref.identifier)
         if media_type in INDEX_TYPES or b'"manifests"' in data[:4096]:
             chosen = Index.from_bytes(data).select(platform)
-            data, media_type = client.get_manifest(str(chosen.digest))
+            data, media_type = client.get_manifest(str(chosen.digest), size=chosen.size)
         manifest = Manifest.from_bytes(data)
         for descriptor in (manifest.config, *manifest.layers):
             if layout.has(descriptor.digest, descriptor.size):
                 continue
-            with client.get_blob(descriptor.digest) as response:
-                layout.ingest(response.iter_bytes(1 << 20), expected=descriptor.digest)
+            with client.get_blob(descriptor.digest, descriptor.size) as pieces:
+                layout.ingest(pieces, expected=descriptor.digest)
     config = ImageConfig.from_bytes(layout.read_bytes(manifest.config.digest))
     if config.platform.architecture != platform.architecture:
         raise BuildFailed(

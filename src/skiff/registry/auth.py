@@ -12,15 +12,21 @@ import base64
 import json
 import threading
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 
 import httpx
 
-from skiff.auth.credentials import Credentials
+from skiff.auth.credentials import ANONYMOUS, Credentials
 from skiff.reference import is_loopback_host
 from skiff.registry.challenge import Challenge, parse_challenges
 from skiff.registry.errors import InsecureTransport, ProtocolError, TokenRejected
+
+# (scheme, host, port): where credentials may go. Docker, containerd and go-containerregistry
+# send the registry's credentials to its own origin only, and drop them on any other (storage
+# that an upload Location or a redirect names, e.g. S3 or a CDN).
+Origin = tuple[str, str, int]
+CredentialLookup = Callable[[str], Credentials]
 
 DEFAULT_TOKEN_LIFETIME = 60.0  # seconds, when the token server does not say (distribution spec)
 REFRESH_MARGIN = 10.0  # refresh a token this long before it expires, not mid-request
@@ -41,6 +47,11 @@ class Token:
 
     def __repr__(self) -> str:
         return f"Token(expires_at={self.expires_at:.0f}, access={self.access!r})"
+
+
+def origin_of(url: httpx.URL) -> Origin:
+    port = url.port or (443 if url.scheme == "https" else 80)
+    return url.scheme, url.host.lower(), port
 
 
 def _basic_header(username: str, password: str) -> str:
@@ -87,10 +98,17 @@ class RegistryAuth(httpx.Auth):
         scopes: Sequence[str],
         *,
         insecure_hosts: frozenset[str] = frozenset(),
+        credentials_for: CredentialLookup | None = None,
+        origin: Origin | None = None,
     ) -> None:
         self.host = host
         self.credentials = credentials
         self.scopes = tuple(scopes)
+        # The registry's origin, known once the client found its API (https or http).
+        self.origin = origin
+        # Credentials the user has for another host that asks for them (None: none at all).
+        self.credentials_for = credentials_for
+        self._foreign: dict[Origin, RegistryAuth] = {}
         # Hosts the user declared insecure (SKIFF_INSECURE_REGISTRIES) may be reached over plain
         # HTTP, but unlike Docker, skiff never sends them credentials that way: anyone on the
         # path could read them. Kept to name the setting in messages.
@@ -117,10 +135,40 @@ class RegistryAuth(httpx.Auth):
         self, request: httpx.Request
     ) -> Generator[httpx.Request, httpx.Response, None]:
         extra = _scopes_of(request)
-        sent = self._authorize(request, extra, now=time.time())
+        owner = self._owner(request.url)
+        sent = owner._authorize(request, extra if owner is self else (), now=time.time())
         response = yield request
         if response.status_code != 401:
             return
+        asked = response.request  # the last hop of any redirects: who asks for credentials
+        if self._owner(asked.url) is not owner:
+            # Redirected to another origin, which wants credentials of its own: answer it
+            # there, with what the user has for that host, never with the registry's.
+            owner, request, sent = self._owner(asked.url), asked, "nothing"
+        yield from owner._answer(request, response, extra if owner is self else (), sent)
+
+    def _owner(self, url: httpx.URL) -> RegistryAuth:
+        """Who authenticates a request to ``url``: this registry's flow for its own origin; for
+        any other origin, a flow with the credentials the user has for that host (anonymous if
+        none), created once per origin."""
+        if self.origin is None or origin_of(url) == self.origin:
+            return self
+        key = origin_of(url)
+        with self._lock:
+            foreign = self._foreign.get(key)
+            if foreign is None:
+                netloc = _netloc(url)
+                creds = self.credentials_for(netloc) if self.credentials_for else ANONYMOUS
+                foreign = RegistryAuth(
+                    netloc, creds, (), insecure_hosts=self.insecure_hosts, origin=key
+                )
+                self._foreign[key] = foreign
+        return foreign
+
+    def _answer(
+        self, request: httpx.Request, response: httpx.Response, extra: tuple[str, ...], sent: str
+    ) -> Generator[httpx.Request, httpx.Response, None]:
+        """Answer a 401 of this flow's origin with its challenge: a token, or the password."""
         header = response.headers.get("www-authenticate")
         if not header:
             return
@@ -135,6 +183,7 @@ class RegistryAuth(httpx.Auth):
             self.challenge = bearer
             scopes = self._scopes(extra, bearer)
             token = yield from self._fetch_token(bearer, scopes)
+            self._check_plain_http(request.url)
             request.headers["Authorization"] = f"Bearer {token.value}"
             yield request
         elif basic is not None:
@@ -163,6 +212,8 @@ class RegistryAuth(httpx.Auth):
             token = self._tokens.get(self._key(extra))
         if token is None or not token.fresh(now):
             return "nothing"
+        if not _private_path(request.url):
+            return "nothing"  # a token is a credential too: never over plain HTTP afar
         request.headers["Authorization"] = f"Bearer {token.value}"
         return "bearer"
 
@@ -177,7 +228,7 @@ class RegistryAuth(httpx.Auth):
         return tuple(scopes)
 
     def _check_plain_http(self, url: httpx.URL) -> None:
-        if url.scheme != "http" or is_loopback_host(_netloc(url)):
+        if _private_path(url):
             return
         raise InsecureTransport(
             f"refusing to send credentials for {self.host} over plain HTTP to {url.host}",
@@ -266,6 +317,11 @@ def _scopes_of(request: httpx.Request) -> tuple[str, ...]:
     """Extra scopes a single request needs (a cross-repository mount needs pull on the source)."""
     extra = request.extensions.get("skiff_scopes", ())
     return tuple(extra)
+
+
+def _private_path(url: httpx.URL) -> bool:
+    """HTTPS, or plain HTTP that never leaves this machine."""
+    return url.scheme != "http" or is_loopback_host(_netloc(url))
 
 
 def _netloc(url: httpx.URL) -> str:

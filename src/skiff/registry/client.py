@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import ssl
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
@@ -20,21 +21,26 @@ from skiff.auth.credentials import ANONYMOUS, Credentials
 from skiff.digest import Digest
 from skiff.errors import InvalidInput
 from skiff.reference import Repository
-from skiff.registry.auth import RegistryAuth
+from skiff.registry.auth import RegistryAuth, origin_of
 from skiff.registry.challenge import Challenge, parse_challenges
 from skiff.registry.errors import (
     Denied,
+    DigestMismatch,
     NotFound,
     ProtocolError,
     RegistryError,
     ServerError,
     Unauthorized,
 )
+from skiff.registry.redact import redact
 from skiff.registry.transport import (
+    ANSWER_MAX,
     USER_AGENT,
+    GuardTransport,
     RetryTransport,
     TransportOptions,
     causes,
+    guarded_transport,
     retry_after,
     ssl_context,
     translate,
@@ -91,14 +97,22 @@ class RegistryClient:
         self.repository = repository
         self.host = repository.api_host
         self.options = options or TransportOptions.from_env()
+        if not actions and self.options.phase == "preflight":
+            # A registry-wide client is a login's: its messages say so.
+            self.options = replace(self.options, phase="login")
         self.credentials = credentials
         # No actions: a registry-wide client (login), whose tokens carry no repository scope.
         scopes = [repository.scope(*actions)] if actions else []
         self.auth = RegistryAuth(
-            self.host, credentials, scopes, insecure_hosts=self.options.insecure_hosts
+            self.host, credentials, scopes, insecure_hosts=self.options.insecure_hosts,
+            credentials_for=_user_credentials,
         )
         context = ssl_context(self.host, self.options)
-        transport = RetryTransport(httpx.HTTPTransport(verify=context, retries=0), self.options)
+        deadline = (
+            time.monotonic() + self.options.deadline if self.options.deadline else None
+        )
+        self.guard = GuardTransport(guarded_transport(context), self.options, deadline)
+        transport = RetryTransport(self.guard, self.options)
         self._http = httpx.Client(
             transport=transport,
             auth=self.auth,
@@ -140,13 +154,29 @@ class RegistryClient:
         what: str,
         scopes: Sequence[str] = (),
         stream: bool = False,
+        limit: int = ANSWER_MAX,
+        answer_budget: float | None = None,
         **kwargs: Any,
     ) -> httpx.Response:
-        """Send one request through auth and retries; transport failures become RegistryErrors."""
-        extensions = {"skiff_scopes": tuple(scopes)} if scopes else None
+        """Send one request through auth and retries; transport failures become RegistryErrors.
+
+        The answer's body is bounded by ``limit`` bytes (refused, unread, past it); unless
+        ``stream``, it is read here, within the request's deadline (``answer_budget`` seconds,
+        by default the read timeout, e.g. longer for the commit of a large blob).
+        """
+        extensions: dict[str, Any] = {"skiff_limit": limit}
+        if scopes:
+            extensions["skiff_scopes"] = tuple(scopes)
+        if answer_budget is not None:
+            extensions["skiff_answer_budget"] = answer_budget
+        if stream:
+            extensions["skiff_streamed_answer"] = True
         try:
             request = self._http.build_request(method, url, extensions=extensions, **kwargs)
-            return self._http.send(request, stream=stream)
+            response = self._http.send(request, stream=stream)
+            if not stream:
+                response.read()
+            return response
         except httpx.HTTPError as exc:
             raise translate(exc, self.host, self.options) from None
         except httpx.StreamError:
@@ -156,7 +186,9 @@ class RegistryClient:
                 f"{self.host} asked for a streamed request to be sent again while {what}"
             ) from None
         except httpx.InvalidURL as exc:
-            raise ProtocolError(f"{self.host} sent an invalid URL while {what}: {exc}") from None
+            raise ProtocolError(
+                f"{self.host} sent an invalid URL while {what}: {redact(str(exc))}"
+            ) from None
 
     # -- the API -----------------------------------------------------------------------------
 
@@ -228,12 +260,15 @@ class RegistryClient:
                 raise translate(exc, self.host, self.options) from None
             else:
                 self._base = https
+                self.auth.origin = origin_of(httpx.URL(self._base))
                 return response
             # The server speaks plain HTTP. Asked here, outside the except block, so that a
             # failure over HTTP is not chained to (and reported as) the TLS attempt's error.
             self._base = f"http://{self.host}"
+            self.auth.origin = origin_of(httpx.URL(self._base))
             return self._raw_ping()
         self._base = https
+        self.auth.origin = origin_of(httpx.URL(self._base))
         return self._raw_ping()
 
     def _raw_ping(self) -> httpx.Response:
@@ -267,17 +302,32 @@ class RegistryClient:
         )
 
     def get_manifest(
-        self, identifier: str, accept: Sequence[str] = MANIFEST_TYPES
+        self,
+        identifier: str,
+        accept: Sequence[str] = MANIFEST_TYPES,
+        *,
+        size: int | None = None,
     ) -> tuple[bytes, str]:
-        """The manifest bytes and media type; NotFound if it does not exist."""
+        """The manifest bytes and media type; NotFound if it does not exist.
+
+        Never more than ``size`` bytes (a descriptor's), or than ``ANSWER_MAX`` when no size is
+        known; asked by digest, the bytes must have that digest, whatever the registry says.
+        """
         what = f"reading manifest {self.repository.path}:{identifier}"
         response = self.send(
             "GET", self.url(f"manifests/{identifier}"), what=what,
             headers={"Accept": ", ".join(accept)},
+            limit=ANSWER_MAX if size is None else min(size, ANSWER_MAX),
         )
         if response.status_code != 200:
             raise self.error(response, what)
-        return response.content, response.headers.get("content-type", "").split(";")[0].strip()
+        body = response.content
+        if identifier.startswith("sha256:") and Digest.of(body) != Digest.parse(identifier):
+            raise DigestMismatch(
+                f"{self.host} answered {what} with bytes whose digest is {Digest.of(body)}",
+                "the registry (or a proxy in front of it) corrupts what it serves",
+            )
+        return body, response.headers.get("content-type", "").split(";")[0].strip()
 
     def put_manifest(self, identifier: str, body: bytes, media_type: str) -> Digest:
         what = f"writing manifest {self.repository.path}:{identifier}"
@@ -287,7 +337,18 @@ class RegistryClient:
         )
         if response.status_code not in (200, 201, 202):
             raise self.error(response, what)
-        return _digest_header(response) or Digest.of(body)
+        # The digest skiff pins is the one of the bytes it sent, computed here; the registry's
+        # word is only checked against it.
+        ours = Digest.of(body)
+        said = response.headers.get("docker-content-digest")
+        if said and _digest_header(response) != ours:
+            raise DigestMismatch(
+                f"{self.host} stored the manifest of {self.repository.path}:{identifier} under "
+                f"the digest {said[:80]}, but the manifest skiff sent is {ours}",
+                "the registry (or a proxy in front of it) changed the manifest; do not use this "
+                "tag, and tell the registry's operator",
+            )
+        return ours
 
     def has_tags(self) -> bool:
         """True if the repository holds at least one tag; False for a new or empty one.
@@ -310,27 +371,50 @@ class RegistryClient:
         return bool(tags)
 
     def head_blob(self, digest: Digest) -> int | None:
-        """The blob's size if the repository has it, else None."""
+        """The blob's size if the repository has it (-1 when the registry does not say), else
+        None."""
         what = f"looking up blob {digest}"
         response = self.send("HEAD", self.url(f"blobs/{digest}"), what=what)
         if response.status_code == 404:
             return None
         if response.status_code != 200:
             raise self.error(response, what)
-        return _int_header(response, "content-length") or 0
+        size = _int_header(response, "content-length")
+        return -1 if size is None else size
+
+    def has_blob(self, digest: Digest, size: int) -> bool:
+        """True only if the repository has the blob at its size: a registry that answers
+        another size holds something else (a truncated or different blob), to be uploaded."""
+        return self.head_blob(digest) == size
 
     @contextmanager
-    def get_blob(self, digest: Digest) -> Iterator[httpx.Response]:
-        """A streamed blob download (follow redirects to storage); the caller reads the body."""
+    def get_blob(self, digest: Digest, size: int) -> Iterator[Iterator[bytes]]:
+        """A streamed blob download (following redirects to storage): its body in pieces,
+        never more than ``size`` bytes (the descriptor's): a registry that serves more is cut
+        off there, before the excess reaches the disk."""
         what = f"downloading blob {digest}"
-        response = self.send("GET", self.url(f"blobs/{digest}"), what=what, stream=True)
+        response = self.send(
+            "GET", self.url(f"blobs/{digest}"), what=what, stream=True, limit=size
+        )
         try:
             if response.status_code != 200:
-                response.read()
+                self._read_error_body(response, what)
                 raise self.error(response, what)
-            yield response
+            yield self._pieces(response, what)
         finally:
             response.close()
+
+    def _pieces(self, response: httpx.Response, what: str) -> Iterator[bytes]:
+        try:
+            yield from response.iter_bytes(1 << 20)
+        except httpx.HTTPError as exc:
+            raise translate(exc, self.host, self.options) from None
+
+    def _read_error_body(self, response: httpx.Response, what: str) -> None:
+        try:
+            response.read()
+        except httpx.HTTPError as exc:
+            raise translate(exc, self.host, self.options) from None
 
     def start_upload(
         self, mount: Digest | None = None, from_repository: str | None = None
@@ -412,7 +496,9 @@ class RegistryClient:
         try:
             return str(httpx.URL(self.base_url).join(location))
         except (httpx.InvalidURL, ValueError) as exc:
-            raise ProtocolError(f"{self.host} sent an invalid upload location: {exc}") from None
+            raise ProtocolError(
+                f"{self.host} sent an invalid upload location: {redact(str(exc))}"
+            ) from None
 
 
 def parse_error_body(response: httpx.Response) -> list[RegistryErrorDetail]:
@@ -435,6 +521,18 @@ def parse_error_body(response: httpx.Response) -> list[RegistryErrorDetail]:
                 )
             )
     return out
+
+
+def _user_credentials(host: str) -> Credentials:
+    """What the user has for another host that asks for credentials (a storage service that
+    an upload or a redirect goes to): its own entry in the Docker config, or nothing."""
+    from skiff.auth import dockerconfig
+    from skiff.errors import SkiffError
+
+    try:
+        return dockerconfig.resolve(host)
+    except SkiffError:
+        return ANONYMOUS
 
 
 def _speaks_plain_http(exc: httpx.ConnectError) -> bool:

@@ -61,3 +61,12 @@ class NotFound(RegistryError):
 
 class TokenRejected(Unauthorized):
     """The token service refused the credentials."""
+
+
+class OversizedAnswer(ProtocolError):
+    """The registry sent more than its descriptor says, or than skiff reads into memory: refused
+    unread (another attempt would only be sent the same)."""
+
+
+class DigestMismatch(ProtocolError):
+    """The registry's word about a digest disagrees with the bytes skiff sent or received."""

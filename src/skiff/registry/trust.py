@@ -16,6 +16,9 @@ from pathlib import Path
 from skiff.reference import is_loopback_host
 
 DEFAULT_CERTS_DIR = Path("/etc/docker/certs.d")
+# Seconds a preflight or login may take in all, and an upload may go without progress
+# (SKIFF_DEADLINE): a server that trickles a byte now and then cannot stretch them.
+DEFAULT_DEADLINE = 60.0
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,12 @@ class TransportOptions:
     backoff: float = 0.25  # first retry delay in seconds, doubled each time
     max_retry_delay: float = 10.0
     extra_headers: tuple[tuple[str, str], ...] = ()
+    # The overall deadline of one client's work (a preflight, a login), in seconds from its
+    # creation; None for an upload, which may rightly take hours: there the deadline is on the
+    # time without progress (``stall_deadline``), enforced by the upload logic.
+    deadline: float | None = DEFAULT_DEADLINE
+    stall_deadline: float = DEFAULT_DEADLINE
+    phase: str = "preflight"  # named in timeout messages: which part of the command waited
 
     @classmethod
     def from_env(cls, **overrides: object) -> TransportOptions:
@@ -41,6 +50,17 @@ class TransportOptions:
         )
         ca = os.environ.get("SSL_CERT_FILE")
         base = cls(insecure_hosts=hosts, ca_file=Path(ca) if ca else None)
+        # The user's word beats a caller's default: SKIFF_TIMEOUT bounds every single wait,
+        # SKIFF_DEADLINE a whole phase (or, in an upload, the time without progress).
+        timeout = _seconds("SKIFF_TIMEOUT")
+        if timeout is not None:
+            overrides["read_timeout"] = timeout
+            overrides["connect_timeout"] = min(timeout, base.connect_timeout)
+        deadline = _seconds("SKIFF_DEADLINE")
+        if deadline is not None:
+            overrides["stall_deadline"] = deadline
+            if overrides.get("deadline", base.deadline) is not None:
+                overrides["deadline"] = deadline
         return _replace(base, overrides)
 
     def is_insecure(self, host: str) -> bool:
@@ -49,6 +69,19 @@ class TransportOptions:
 
     def allows_plain_http(self, host: str) -> bool:
         return is_loopback_host(host) or self.is_insecure(host)
+
+
+def _seconds(name: str) -> float | None:
+    """A positive number of seconds from the environment; None when unset or not one (a typo
+    must not turn every timeout off)."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if value > 0 else None
 
 
 def _replace(options: TransportOptions, overrides: dict[str, object]) -> TransportOptions:

@@ -23,7 +23,15 @@ import httpx
 
 from skiff.digest import CorruptBlob, Digest
 from skiff.registry.client import RegistryClient, UploadSession
-from skiff.registry.errors import ProtocolError, RegistryError, ServerError, Unreachable
+from skiff.registry.errors import (
+    DigestMismatch,
+    OversizedAnswer,
+    ProtocolError,
+    RegistryError,
+    ServerError,
+    Unreachable,
+)
+from skiff.registry.transport import abort_requests_of
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +41,9 @@ MONOLITHIC_MAX = 8 * 1024 * 1024
 # goes up in one streamed PATCH, as Docker and skopeo send it.
 CHUNK_LIMITS = {"ghcr.io": 4 * 1024 * 1024}
 RESUME_ATTEMPTS = 5
+# A blob's commit may take this many read timeouts to be answered: the registry verifies and
+# moves the whole blob first (minutes on object storage for a large one).
+COMMIT_BUDGET = 4
 
 
 class Outcome(enum.StrEnum):
@@ -66,14 +77,58 @@ class UploadCancelled(RegistryError):
     """The push was interrupted (Ctrl-C); the sessions it had open were cancelled."""
 
 
-class Cancellation:
-    """Shared by the uploads of one push: a flag to stop them between requests, and the
-    upload sessions they hold open, so that an interrupted push can close them."""
+# Of a cancellation's time, what is kept for the DELETEs once the requests in flight are over.
+DELETE_RESERVE = 0.15
 
-    def __init__(self) -> None:
+
+class UploadStalled(Unreachable):
+    """No upload made progress for the stall deadline: the registry is silent or trickling."""
+
+
+class Cancellation:
+    """Shared by the uploads of one push: a flag to stop them between requests, the upload
+    sessions they hold open and the requests in flight in them, so that an interrupted push
+    can close them; and the time of the last progress, so that a silent registry cannot hold
+    a push for longer than ``stall_deadline`` seconds (SKIFF_DEADLINE)."""
+
+    def __init__(self, stall_deadline: float | None = None) -> None:
         self._event = threading.Event()
         self._lock = threading.Lock()
         self._open: dict[str, RegistryClient] = {}
+        # session location -> (thread sending a request in it, set once that request is over)
+        self._busy: dict[str, tuple[int, threading.Event]] = {}
+        self.stall_deadline = stall_deadline
+        self._progress_at = time.monotonic()
+
+    def progressed(self) -> None:
+        """Bytes reached the registry, or a blob was completed."""
+        self._progress_at = time.monotonic()
+
+    def check_stall(self, host: str, exc: RegistryError) -> None:
+        """Before a retry: give up when nothing has moved for the stall deadline."""
+        if self.stall_deadline is None:
+            return
+        idle = time.monotonic() - self._progress_at
+        if idle >= self.stall_deadline:
+            raise UploadStalled(
+                f"the upload to {host} made no progress for {idle:.0f} s "
+                f"(SKIFF_DEADLINE={self.stall_deadline:g}); last failure: {exc.message}",
+                "the registry is silent or overloaded; try again later (the build is cached)",
+            ) from exc
+
+    @contextlib.contextmanager
+    def sending(self, session: UploadSession) -> Iterator[None]:
+        """Marks a request in flight in ``session``, for ``cancel`` to break it off first."""
+        done = threading.Event()
+        with self._lock:
+            self._busy[session.location] = (threading.get_ident(), done)
+        try:
+            yield
+        finally:
+            done.set()
+            with self._lock:
+                if self._busy.get(session.location, (0, None))[1] is done:
+                    del self._busy[session.location]
 
     @property
     def cancelled(self) -> bool:
@@ -105,17 +160,35 @@ class Cancellation:
             self._open.pop(session.location, None)
 
     def cancel(self, timeout: float = 1.0) -> int:
-        """Stop every upload and close the sessions still open (best effort, bounded)."""
+        """Stop every upload and close the sessions still open (best effort, bounded).
+
+        A registry cannot drop a session while a request in it is still arriving: the requests
+        in flight are given the time to end first (a streamed body ends cleanly at its next
+        piece; a body of declared length may finish), those still going are broken off, then
+        each session is deleted.
+        """
         self._event.set()
+        deadline = time.monotonic() + timeout
         with self._lock:
             pending = list(self._open.items())
             self._open.clear()
+            busy = list(self._busy.values())
+        # A body sent in chunks (a layer streamed while it is built) ends cleanly at its next
+        # piece, and the registry answers with the session's state, which lets it be deleted
+        # (the worker does so): wait for that. A request that does not end in time is broken
+        # off. (Distribution refuses to delete a session whose body broke off midway: the bytes
+        # it holds no longer match the state in any Location skiff has.)
+        for _thread, done in busy:
+            done.wait(max(0.0, deadline - DELETE_RESERVE - time.monotonic()))
+        for thread, done in busy:
+            if not done.is_set():
+                abort_requests_of(thread)
         closed = 0
-        deadline = time.monotonic() + timeout
         for location, client in pending:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
+            # Once: asked again, a registry that refused says the same.
             if client.cancel_upload(UploadSession(location), timeout=remaining):
                 closed += 1
         return closed
@@ -134,7 +207,7 @@ def push_blob(
     progress = on_progress or (lambda _n: None)
     cancel = cancellation or Cancellation()
     cancel.check()
-    if client.head_blob(blob.digest) is not None:
+    if client.has_blob(blob.digest, blob.size):
         progress(blob.size)
         return BlobResult(blob.digest, blob.size, Outcome.SKIPPED, 0)
     for source in mount_from:
@@ -198,14 +271,18 @@ def stream_growing(
     try:
         body = _Following(source, progress, cancel)
         what = "uploading a layer while it is built"
-        response = client.send(
-            "PATCH", session.location, what=what, content=body,
-            headers={"Content-Type": "application/octet-stream"},
-        )
-        if response.status_code != 202:
-            raise client.error(response, what)
-        location = client.absolute(response.headers.get("location") or session.location)
-        tracked.replace(UploadSession(location))
+        with cancel.sending(session):
+            response = client.send(
+                "PATCH", session.location, what=what, content=body,
+                headers={"Content-Type": "application/octet-stream"},
+            )
+            if response.status_code != 202:
+                raise client.error(response, what)
+            location = client.absolute(response.headers.get("location") or session.location)
+            # Cancelled meanwhile: the body ended early, and this session (in the state the
+            # registry just gave) is deleted here, before the cancellation stops waiting.
+            tracked.replace(UploadSession(location))
+        cancel.check()  # a body that ended early is never committed
         digest = source.digest
         if body.abandoned or digest is None:
             raise SourceAbandoned("the layer's build failed")
@@ -229,7 +306,7 @@ class _Following:
     """A request body that follows a growing blob from its start until it is complete."""
 
     PIECE = 1 << 20
-    POLL = 0.5  # seconds between looks at the cancellation while waiting for the writer
+    POLL = 0.1  # seconds between looks at the cancellation while waiting for the writer
 
     def __init__(self, source: GrowingSource, progress: Progress, cancel: Cancellation) -> None:
         self.source = source
@@ -244,7 +321,10 @@ class _Following:
         self.sent = 0
         with self.source.open() as handle:
             while True:
-                self.cancel.check()
+                if self.cancel.cancelled:
+                    # Ended cleanly, not broken off: the registry then answers with the
+                    # session's state, and lets it be deleted.
+                    return
                 # Complete before the size is read: then that size is the final one.
                 complete = self.source.digest is not None
                 available = self.source.wait(self.sent, 0 if complete else self.POLL)
@@ -259,6 +339,7 @@ class _Following:
                         raise SourceAbandoned("the layer's file is shorter than written")
                     self.sent += len(data)
                     self.progress(len(data))
+                    self.cancel.progressed()
                     yield data
                 elif complete:
                     return
@@ -333,23 +414,27 @@ def _monolithic(
         cancel.check()
         session = tracked.session
         try:
-            response = client.send(
-                "PUT", _with_digest(session.location, blob.digest), what=what, content=data,
-                headers={"Content-Type": "application/octet-stream"},
-            )
+            with cancel.sending(session):
+                response = client.send(
+                    "PUT", _with_digest(session.location, blob.digest), what=what,
+                    content=data, headers={"Content-Type": "application/octet-stream"},
+                )
             if response.status_code not in (201, 204):
                 raise client.error(response, what)
             break
         except RegistryError as exc:
+            cancel.check()
             failures += 1
             if failures > RESUME_ATTEMPTS or not retryable(exc):
                 raise
+            cancel.check_stall(client.host, exc)
             log.info("uploading %s failed (%s); trying again", blob.digest, exc)
             cancel.wait(_backoff(failures, exc))
-            if client.head_blob(blob.digest) is not None:
+            if client.has_blob(blob.digest, blob.size):
                 break  # it arrived; only the answer was lost
             tracked.replace(_new_session(client))
     progress(len(data))
+    cancel.progressed()
     return len(data)
 
 
@@ -382,17 +467,20 @@ def _chunked(
                 # range as Docker does (some registries refuse a range there).
                 headers["Content-Range"] = f"{offset}-{end}"
             try:
-                response = client.send("PATCH", location, what=what, content=body,
-                                       headers=headers)
+                with cancel.sending(UploadSession(location)):
+                    response = client.send("PATCH", location, what=what, content=body,
+                                           headers=headers)
                 if response.status_code == 416:
                     raise ProtocolError(f"{client.host} refused chunk {offset}-{end} (416)")
                 if response.status_code != 202:
                     raise client.error(response, what)
             except RegistryError as exc:
                 progress(-body.sent)
+                cancel.check()
                 failures += 1
                 if failures > RESUME_ATTEMPTS or not retryable(exc):
                     raise
+                cancel.check_stall(client.host, exc)
                 log.info("chunk %d-%d of %s failed (%s); resuming", offset, end, blob.digest, exc)
                 cancel.wait(_backoff(failures, exc))
                 resumed = _resume_point(client, location, offset)
@@ -453,7 +541,9 @@ class _Slice:
         self.sent = 0
         self.handle.seek(self.offset)
         while self.sent < self.length:
-            self.cancel.check()
+            # Not stopped by a cancellation: a body of declared length that breaks off leaves a
+            # session the registry can no longer delete. The cancellation gives it a moment to
+            # finish, then breaks the connection itself.
             data = self.handle.read(min(self.PIECE, self.length - self.sent))
             if not data:
                 raise CorruptBlob(self.hasher.blob.digest)  # shorter than its digest says
@@ -461,6 +551,7 @@ class _Slice:
             self.hasher.feed(self.offset + self.sent, data)
             self.sent += len(data)
             self.progress(len(data))
+            self.cancel.progressed()
             yield data
 
 
@@ -470,6 +561,8 @@ def _commit(client: RegistryClient, blob: BlobSource, location: str, what: str) 
         response = client.send(
             "PUT", _with_digest(location, blob.digest), what=what,
             headers={"Content-Length": "0"},
+            # The registry verifies and moves the whole blob before it answers.
+            answer_budget=COMMIT_BUDGET * client.options.read_timeout,
         )
         if response.status_code in (201, 204):
             return
@@ -477,7 +570,7 @@ def _commit(client: RegistryClient, blob: BlobSource, location: str, what: str) 
     except RegistryError as exc:
         error = exc
     # A retried PUT finds the session closed (404) when the first one did commit the blob.
-    if client.head_blob(blob.digest) is None:
+    if not client.has_blob(blob.digest, blob.size):
         raise error
 
 
@@ -487,6 +580,8 @@ _SESSION_LOST = frozenset({"BLOB_UPLOAD_UNKNOWN", "BLOB_UPLOAD_INVALID"})
 
 def retryable(exc: RegistryError) -> bool:
     """Failures another attempt can get past: the network, the server, a lost session."""
+    if isinstance(exc, OversizedAnswer | DigestMismatch | UploadStalled):
+        return False  # asked again, the registry says the same; or the time is up
     if isinstance(exc, Unreachable | ServerError) or exc.code in _SESSION_LOST:
         return True
     # A broken conversation is worth another try; any other 4xx is the registry's last word.
@@ -583,6 +678,7 @@ __all__ = [
     "GrowingSource",
     "Outcome",
     "UploadCancelled",
+    "UploadStalled",
     "push_blob",
     "stream_growing",
     "streams_whole_blobs",
