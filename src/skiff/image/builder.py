@@ -14,6 +14,7 @@ upload it while the rest is still being built; large ones are also announced thr
 from __future__ import annotations
 
 import ast
+import importlib
 import json
 import os
 import subprocess
@@ -394,8 +395,15 @@ def openapi_schema(folder: Path, predict_ref: str, train_ref: str | None) -> dic
     """The model's OpenAPI schema, computed without running it, as `cog build` writes it to
     ``.cog/openapi_schema.json`` (coglet validates inputs with it and serves it). The one place
     the builder asks for the schema."""
-    del train_ref  # the generator reads cog.yaml's train: itself
     try:
+        # Cog's own generator, once skiff has it (skiff.cogschema); until then the runtime's.
+        generator = importlib.import_module("skiff.cogschema")
+    except ImportError:
+        generator = None
+    try:
+        if generator is not None:
+            schema: dict[str, Any] = generator.generate(folder, predict_ref, train_ref)
+            return schema
         return schema_for_build(folder, predict_ref)
     except SkiffError as exc:
         raise BuildFailed(
@@ -405,7 +413,8 @@ def openapi_schema(folder: Path, predict_ref: str, train_ref: str | None) -> dic
 
 
 def _schema_bytes(schema: dict[str, Any]) -> bytes:
-    return json.dumps(schema, sort_keys=True, separators=(",", ":")).encode()
+    # In the generator's order (not sorted): properties stay in the predictor's order, as Cog's.
+    return json.dumps(schema, separators=(",", ":")).encode()
 
 
 def _declared_concurrency(cfg: cogconfig.Config) -> int | None:
