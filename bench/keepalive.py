@@ -38,6 +38,7 @@ from support.registries import free_port  # noqa: E402
 
 READY_TIMEOUT_S = 60.0
 TARGET_MEDIAN_MS = 5.0
+MAX_ATTEMPTS = 50
 
 
 def _image_config(layout: Path) -> dict[str, object]:
@@ -85,18 +86,26 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
     sys.exit(f"the server was not READY after {READY_TIMEOUT_S} s")
 
 
-def measure(url: str, count: int) -> list[float]:
-    """Milliseconds per prediction, each sent once the previous answer is in, on one connection."""
+def measure(url: str, count: int) -> tuple[list[float], int]:
+    """Milliseconds per prediction, each sent once the previous answer is in, on one connection,
+    and how many 409s were retried. coglet frees its slot just after it answers, so a request
+    sent at once may find it still busy (409, as DESIGN §7 notes): a client retries, and the
+    retry's time counts in the prediction's."""
     samples: list[float] = []
+    retries = 0
     with httpx.Client(base_url=url, timeout=30) as client:
         client.post("/predictions", json={"input": {"text": "warm"}})  # opens the connection
         for i in range(count):
             started = time.perf_counter()
-            response = client.post("/predictions", json={"input": {"text": f"t{i}"}})
+            for _attempt in range(MAX_ATTEMPTS):
+                response = client.post("/predictions", json={"input": {"text": f"t{i}"}})
+                if response.status_code != 409:
+                    break
+                retries += 1
             samples.append((time.perf_counter() - started) * 1000)
             if response.status_code != 200 or response.json()["status"] != "succeeded":
                 sys.exit(f"prediction {i} failed: {response.status_code} {response.text}")
-    return samples
+    return samples, retries
 
 
 def main() -> int:
@@ -121,8 +130,9 @@ def main() -> int:
             )
         rootfs = scratch / "rootfs"
         subprocess.run(
-            ["umoci", "raw", "unpack", "--rootless", "--image", f"{layout}:bench:keepalive",
-             str(rootfs)],
+            # The layout names the image by its full reference.
+            ["umoci", "raw", "unpack", "--rootless", "--image",
+             f"{layout}:docker.io/library/bench:keepalive", str(rootfs)],
             check=True, capture_output=True,
         )
         port = free_port()
@@ -130,7 +140,7 @@ def main() -> int:
         log = scratch / "server.log"
         process = _serve(rootfs, _image_config(layout), port, log)
         _wait_ready(url, process, log)
-        samples = measure(url, args.count)
+        samples, retries = measure(url, args.count)
     finally:
         if process is not None and process.poll() is None:
             os.killpg(process.pid, signal.SIGTERM)
@@ -145,7 +155,7 @@ def main() -> int:
     print(
         f"{len(samples)} sequential predictions on one keep-alive connection: median"
         f" {median:.2f} ms, p90 {p90:.2f} ms, max {max(samples):.2f} ms"
-        f" (target: median < {TARGET_MEDIAN_MS} ms)"
+        f" (target: median < {TARGET_MEDIAN_MS} ms); {retries} answers of 409 retried"
     )
     return 0 if median < TARGET_MEDIAN_MS else 1
 
