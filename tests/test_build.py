@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from skiff.errors import BuildFailed
+from skiff.errors import BuildFailed, InvalidInput
 from skiff.image.builder import Builder, BuildOptions, BuiltImage, BuiltLayer
 from skiff.image.layers import Entry, StatCache
 from skiff.image.layout import Layout
@@ -436,3 +436,86 @@ def test_large_weights_files_are_built_side_by_side_in_a_fixed_order(
 
     again = build(model, Layout.open(tmp_path / "oci-again"))
     assert again.manifest_descriptor == image.manifest_descriptor
+
+
+# -- Cog's contract from cog.yaml and the source ---------------------------------------------------
+
+
+def run_env(layout: Layout, image: BuiltImage) -> dict[str, str]:
+    run = image_config(layout, image)["config"]
+    assert isinstance(run, dict)
+    return dict(item.split("=", 1) for item in run["Env"])
+
+
+def test_train_and_concurrency_reach_the_runtimes_env(tmp_path: Path, base_image: str) -> None:
+    model = copy_model(tmp_path)
+    (model / "train.py").write_text("def train(steps: int) -> str:\n    return str(steps)\n")
+    spec = yaml.safe_load((model / "cog.yaml").read_text())
+    spec.update(train="train.py:train", concurrency={"max": 4})
+    (model / "cog.yaml").write_text(yaml.safe_dump(spec))
+    layout = Layout.open(tmp_path / "cache")
+    env = run_env(layout, build(model, layout))
+    assert env["COG_TRAIN_TYPE_STUB"] == "train.py:train"
+    assert env["COG_MAX_CONCURRENCY"] == "4"
+
+
+def test_concurrency_is_read_from_the_decorator_without_running_the_code(
+    tmp_path: Path, base_image: str
+) -> None:
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "cog.yaml").write_text('build:\n  python_version: "3.12"\nrun: predict.py:Runner\n')
+    (model / "predict.py").write_text(
+        "import cog\n\n\n"
+        "class Runner(cog.BaseRunner):\n"
+        "    @cog.concurrent(max=8)\n"
+        "    async def run(self, text: str) -> str:\n"
+        "        return text\n"
+    )
+    layout = Layout.open(tmp_path / "cache")
+    env = run_env(layout, build(model, layout))
+    assert env["COG_MAX_CONCURRENCY"] == "8"
+    assert env["COG_PREDICT_TYPE_STUB"] == "predict.py:Runner"
+
+
+def test_git_labels_name_the_commit_and_its_tag(tmp_path: Path, base_image: str) -> None:
+    model = copy_model(tmp_path)
+    layout = Layout.open(tmp_path / "cache")
+    outside = build(model, layout)
+    assert not any(name.startswith("org.opencontainers") for name in labels_of(layout, outside))
+
+    git = ["git", "-C", str(model), "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "model"]):
+        subprocess.run([*git, *args], check=True, capture_output=True)
+    head = subprocess.run(
+        [*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    committed = labels_of(layout, build(model, layout))
+    assert committed["org.opencontainers.image.revision"] == head
+    assert "org.opencontainers.image.version" not in committed
+
+    subprocess.run([*git, "tag", "v1.2.0"], check=True, capture_output=True)
+    tagged = labels_of(layout, build(model, layout))
+    assert tagged["org.opencontainers.image.version"] == "v1.2.0"
+
+
+def labels_of(layout: Layout, image: BuiltImage) -> dict[str, str]:
+    run = image_config(layout, image)["config"]
+    assert isinstance(run, dict)
+    return dict(run["Labels"])
+
+
+def test_a_cog_older_than_cogs_minimum_is_refused_before_any_work(
+    tmp_path: Path, base_image: str
+) -> None:
+    layout = Layout.open(tmp_path / "cache")
+    with pytest.raises(InvalidInput, match="too old"):
+        build(copy_model(tmp_path), layout, sdk_version="0.9.4")
+    assert not list((tmp_path / "stat-cache").glob("*"))
+
+
+def test_sdk_version_flag_is_checked_with_exit_2(tmp_path: Path, base_image: str) -> None:
+    done = skiff("build", "--sdk-version", "newest", "-C", str(copy_model(tmp_path)))
+    assert done.returncode == 2, done.stderr
+    assert "invalid Cog SDK version 'newest'" in done.stderr
+    assert "Traceback" not in done.stderr
