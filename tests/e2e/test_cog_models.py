@@ -138,6 +138,35 @@ def test_streaming_output_arrives_piece_by_piece(serve: Callable[[str], Containe
     assert output(stream, {"n": 3}) == ["token0 ", "token1 ", "token2 "]
 
 
+def test_streaming_predictor_answers_with_server_sent_events(
+    serve: Callable[[str], Container],
+) -> None:
+    """@cog.streaming: the schema says so (x-cog-streaming), and coglet, which streams only
+    then, sends each chunk as an event as it is produced."""
+    stream = serve("stream")
+    events: list[tuple[str, dict[str, Any]]] = []
+    with httpx.stream(
+        "POST",
+        f"{stream.url}/predictions",
+        json={"input": {"n": 2}},
+        headers={"Accept": "text/event-stream"},
+        timeout=30,
+    ) as response:
+        assert response.status_code == 200, response.read().decode()
+        assert response.headers["content-type"].startswith("text/event-stream")
+        name = ""
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                name = line.removeprefix("event: ")
+            elif line.startswith("data: "):
+                events.append((name, json.loads(line.removeprefix("data: "))))
+
+    assert [name for name, _ in events] == ["start", "output", "output", "completed"]
+    assert events[0][1]["status"] == "processing"
+    assert [data["chunk"] for name, data in events if name == "output"] == ["token0 ", "token1 "]
+    assert events[-1][1]["output"] == ["token0 ", "token1 "]
+
+
 def test_function_predictor_reads_its_context_on_the_pinned_sdk(
     serve: Callable[[str], Container],
 ) -> None:
