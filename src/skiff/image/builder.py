@@ -144,7 +144,7 @@ class Builder:
             Sandbox.find()  # no sandbox here: say so before preflight waits and the base is pulled
         # Before any work: the schema is computed from the source, and a predictor it cannot
         # describe is the user's to fix.
-        schema = openapi_schema(cfg.root, _predict_ref(cfg), cfg.train)
+        schema = openapi_schema(cfg.root, _predict_ref(cfg), cfg.train, sdk_version)
         chosen_base = self.options.base_image or os.environ.get("SKIFF_BASE_IMAGE")
         if cfg.build.gpu and not chosen_base:
             # Before any work: an impossible CUDA/Python combination is the user's to fix.
@@ -391,10 +391,12 @@ def _predict_ref(cfg: cogconfig.Config) -> str:
     return cfg.predict
 
 
-def openapi_schema(folder: Path, predict_ref: str, train_ref: str | None) -> dict[str, Any]:
+def openapi_schema(
+    folder: Path, predict_ref: str, train_ref: str | None, sdk_version: str
+) -> dict[str, Any]:
     """The model's OpenAPI schema, computed without running it, as `cog build` writes it to
-    ``.cog/openapi_schema.json`` (coglet validates inputs with it and serves it). The one place
-    the builder asks for the schema."""
+    ``.cog/openapi_schema.json`` (coglet validates inputs with it and serves it); its
+    ``info.version`` names the SDK the image carries. The one place the builder asks for it."""
     try:
         # Cog's own generator, once skiff has it (skiff.cogschema); until then the runtime's.
         generator = importlib.import_module("skiff.cogschema")
@@ -402,7 +404,9 @@ def openapi_schema(folder: Path, predict_ref: str, train_ref: str | None) -> dic
         generator = None
     try:
         if generator is not None:
-            schema: dict[str, Any] = generator.generate(folder, predict_ref, train_ref)
+            schema: dict[str, Any] = generator.generate(
+                folder, predict_ref, train_ref, version=sdk_version
+            )
             return schema
         return schema_for_build(folder, predict_ref)
     except SkiffError as exc:
