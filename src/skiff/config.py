@@ -156,8 +156,8 @@ class BuildConfig(_Strict):
     cuda: str | None = None
     cudnn: str | None = None
     sdk_version: str | None = None
-    # Newer than the vendored schema (Cog's pkg/config has them). skiff always ships its own
-    # runtime and always builds without a daemon, so both are accepted and change nothing.
+    # Newer than the vendored schema (Cog's pkg/config has had them). skiff always installs
+    # Cog's runtime from PyPI and always builds without a daemon: accepted, and change nothing.
     cog_runtime: bool | None = None
     fast: bool | None = None
 
