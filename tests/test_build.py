@@ -22,12 +22,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from skiff import __version__
-from skiff.errors import BuildFailed
+from skiff.errors import BuildFailed, InvalidInput
 from skiff.image.builder import Builder, BuildOptions, BuiltImage, BuiltLayer
 from skiff.image.layers import Entry, StatCache
 from skiff.image.layout import Layout
 from skiff.image.oci import OCI_LAYER, OCI_LAYER_GZIP
+from skiff.image.options import DEFAULT_SDK_VERSION
+from skiff.image.pydeps import PYTHON_SHIM
 from support import RegistryServer, push_tiny_image
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "hello"
@@ -93,6 +94,13 @@ def image_config(layout: Layout, image: BuiltImage) -> dict[str, object]:
     return config
 
 
+def label(layout: Layout, image: BuiltImage, name: str) -> str:
+    run = image_config(layout, image)["config"]
+    assert isinstance(run, dict)
+    value: str = run["Labels"][name]
+    return value
+
+
 # -- reproducible, separate layers -------------------------------------------------------------
 
 
@@ -130,9 +138,13 @@ def test_runtime_weights_and_code_are_separate_layers(tmp_path: Path, base_image
     assert "src/cog.yaml" in code_files
     assert not any(name.startswith("src/weights/") and data for name, data in code_files.items())
 
+    # Cog's own runtime from PyPI, and the `python` its server starts workers with.
     runtime_files = tar_members(layout, image, "runtime")
-    assert "opt/skiff/python/cog/__init__.py" in runtime_files
+    assert "opt/skiff/site-packages/cog/__init__.py" in runtime_files
+    assert "opt/skiff/site-packages/coglet-0.23.1.dist-info/METADATA" in runtime_files
+    assert runtime_files["opt/skiff/bin/python"] == PYTHON_SHIM
     assert all(name == "opt" or name.startswith("opt/") for name in runtime_files)
+    assert "src/.cog/openapi_schema.json" in code_files
 
 
 def test_a_code_change_changes_only_the_code_layer(tmp_path: Path, base_image: str) -> None:
@@ -153,22 +165,33 @@ def test_a_code_change_changes_only_the_code_layer(tmp_path: Path, base_image: s
     assert after.manifest_descriptor.digest != before.manifest_descriptor.digest
 
 
-def test_the_image_config_runs_cog_from_src(tmp_path: Path, base_image: str) -> None:
+def test_the_image_config_is_cogs_contract(tmp_path: Path, base_image: str) -> None:
     layout = Layout.open(tmp_path / "cache")
     image = build(copy_model(tmp_path), layout)
     config = image_config(layout, image)
     run = config["config"]
     assert isinstance(run, dict)
     assert run["WorkingDir"] == "/src"
-    assert run["Cmd"] == ["python3", "-m", "cog.server.http"]
+    assert run["Cmd"] == ["python", "-m", "cog.server.http"]
+    assert run["ExposedPorts"] == {"5000/tcp": {}}
     labels = run["Labels"]
-    assert json.loads(labels["run.cog.config"]) == yaml.safe_load(
-        (EXAMPLE / "cog.yaml").read_text()
-    )
-    assert labels["run.cog.version"] == __version__
+    completed = json.loads(labels["run.cog.config"])
+    written = yaml.safe_load((EXAMPLE / "cog.yaml").read_text())
+    assert completed["predict"] == written["predict"]
+    assert completed["build"]["python_version"] == written["build"]["python_version"]
+    assert completed["build"]["sdk_version"] == DEFAULT_SDK_VERSION
+    assert labels["run.cog.version"] == DEFAULT_SDK_VERSION  # the SDK's, not skiff's
+    assert labels["run.cog.has_init"] == "true"
+    freeze = labels["run.cog.pip_freeze"].splitlines()
+    assert f"cog=={DEFAULT_SDK_VERSION}" in freeze and f"coglet=={DEFAULT_SDK_VERSION}" in freeze
+    schema = tar_members(layout, image, "code")["src/.cog/openapi_schema.json"]
+    assert schema is not None
+    assert json.loads(schema) == json.loads(labels["run.cog.openapi_schema"])
     env = dict(item.split("=", 1) for item in run["Env"])
-    assert env["COG_PREDICTOR"] == "predict.py:Predictor"
-    assert "/opt/skiff/python" in env["PYTHONPATH"].split(":")
+    assert env["COG_PREDICT_TYPE_STUB"] == "predict.py:Predictor"
+    assert env["PYTHONUNBUFFERED"] == "1"
+    assert env["PATH"].startswith("/opt/skiff/bin:")
+    assert "COG_PREDICTOR" not in env and "COG_TRAIN_TYPE_STUB" not in env
     # One diff_id per layer, base included, in manifest order.
     rootfs = config["rootfs"]
     assert isinstance(rootfs, dict)
@@ -182,10 +205,39 @@ def test_python_packages_get_their_own_deps_layer(tmp_path: Path, base_image: st
     (model / "cog.yaml").write_text(yaml.safe_dump(spec))
     layout = Layout.open(tmp_path / "cache")
     image = build(model, layout)  # uv reaches PyPI
-    assert roles(image) == ["base", "runtime", "deps", "weights", "code"]
+    assert roles(image) == ["base", "deps", "runtime", "weights", "code"]
     deps = tar_members(layout, image, "deps")
     six = deps["opt/skiff/site-packages/six.py"]
     assert six is not None and b'__version__ = "1.16.0"' in six
+    assert "six==1.16.0" in label(layout, image, "run.cog.pip_freeze").splitlines()
+
+
+def test_the_sdk_layer_keeps_the_users_packages_and_changes_alone(
+    tmp_path: Path, base_image: str
+) -> None:
+    """cog's dependencies resolve against the user's pins, the user's packages are not installed
+    twice, a cog line in the requirements is dropped with a warning, and --sdk-version changes
+    the SDK layer only."""
+    model = copy_model(tmp_path)
+    spec = yaml.safe_load((model / "cog.yaml").read_text())
+    spec["build"]["python_packages"] = ["requests==2.32.3", "cog==0.16.0"]
+    (model / "cog.yaml").write_text(yaml.safe_dump(spec))
+    layout = Layout.open(tmp_path / "cache")
+    image = build(model, layout)
+    assert any("cog==0.16.0" in warning for warning in image.warnings)
+    sdk_files = tar_members(layout, image, "runtime")
+    assert not any(name.startswith("opt/skiff/site-packages/requests") for name in sdk_files)
+    freeze = label(layout, image, "run.cog.pip_freeze").splitlines()
+    assert "requests==2.32.3" in freeze and f"cog=={DEFAULT_SDK_VERSION}" in freeze
+
+    other = build(model, layout, sdk_version="0.23.0")
+    changed = [
+        old.role
+        for old, new in zip(image.layers, other.layers, strict=True)
+        if old.descriptor != new.descriptor
+    ]
+    assert changed == ["runtime"]
+    assert label(layout, other, "run.cog.version") == "0.23.0"
 
 
 # -- the CLI and the OCI layout it exports ------------------------------------------------------
@@ -207,7 +259,7 @@ def test_output_layout_is_read_by_skopeo_and_umoci(tmp_path: Path, base_image: s
     assert info.returncode == 0, info.stderr
     inspected = json.loads(info.stdout)
     assert len(inspected["Layers"]) == 4
-    assert inspected["Labels"]["run.cog.version"] == __version__
+    assert inspected["Labels"]["run.cog.version"] == DEFAULT_SDK_VERSION
     assert f"built {inspected['Digest']}" in done.stderr
 
     bundle = tmp_path / "bundle"
@@ -222,7 +274,8 @@ def test_output_layout_is_read_by_skopeo_and_umoci(tmp_path: Path, base_image: s
     assert (rootfs / "src" / "predict.py").read_bytes() == (EXAMPLE / "predict.py").read_bytes()
     assert (rootfs / "src" / "table.py").read_text() == table
     assert (rootfs / "src" / WEIGHTS).stat().st_size == (EXAMPLE / WEIGHTS).stat().st_size
-    assert (rootfs / "opt" / "skiff" / "python" / "cog" / "__init__.py").is_file()
+    assert (rootfs / "opt" / "skiff" / "site-packages" / "coglet" / "__init__.py").is_file()
+    assert (rootfs / "src" / ".cog" / "openapi_schema.json").is_file()
     assert (rootfs / "hello.txt").is_file()  # the base image's own file
     runtime = json.loads((bundle / "config.json").read_text())
     assert runtime["process"]["cwd"] == "/src"
@@ -383,3 +436,86 @@ def test_large_weights_files_are_built_side_by_side_in_a_fixed_order(
 
     again = build(model, Layout.open(tmp_path / "oci-again"))
     assert again.manifest_descriptor == image.manifest_descriptor
+
+
+# -- Cog's contract from cog.yaml and the source ---------------------------------------------------
+
+
+def run_env(layout: Layout, image: BuiltImage) -> dict[str, str]:
+    run = image_config(layout, image)["config"]
+    assert isinstance(run, dict)
+    return dict(item.split("=", 1) for item in run["Env"])
+
+
+def test_train_and_concurrency_reach_the_runtimes_env(tmp_path: Path, base_image: str) -> None:
+    model = copy_model(tmp_path)
+    (model / "train.py").write_text("def train(steps: int) -> str:\n    return str(steps)\n")
+    spec = yaml.safe_load((model / "cog.yaml").read_text())
+    spec.update(train="train.py:train", concurrency={"max": 4})
+    (model / "cog.yaml").write_text(yaml.safe_dump(spec))
+    layout = Layout.open(tmp_path / "cache")
+    env = run_env(layout, build(model, layout))
+    assert env["COG_TRAIN_TYPE_STUB"] == "train.py:train"
+    assert env["COG_MAX_CONCURRENCY"] == "4"
+
+
+def test_concurrency_is_read_from_the_decorator_without_running_the_code(
+    tmp_path: Path, base_image: str
+) -> None:
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "cog.yaml").write_text('build:\n  python_version: "3.12"\nrun: predict.py:Runner\n')
+    (model / "predict.py").write_text(
+        "import cog\n\n\n"
+        "class Runner(cog.BaseRunner):\n"
+        "    @cog.concurrent(max=8)\n"
+        "    async def run(self, text: str) -> str:\n"
+        "        return text\n"
+    )
+    layout = Layout.open(tmp_path / "cache")
+    env = run_env(layout, build(model, layout))
+    assert env["COG_MAX_CONCURRENCY"] == "8"
+    assert env["COG_PREDICT_TYPE_STUB"] == "predict.py:Runner"
+
+
+def test_git_labels_name_the_commit_and_its_tag(tmp_path: Path, base_image: str) -> None:
+    model = copy_model(tmp_path)
+    layout = Layout.open(tmp_path / "cache")
+    outside = build(model, layout)
+    assert not any(name.startswith("org.opencontainers") for name in labels_of(layout, outside))
+
+    git = ["git", "-C", str(model), "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "model"]):
+        subprocess.run([*git, *args], check=True, capture_output=True)
+    head = subprocess.run(
+        [*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    committed = labels_of(layout, build(model, layout))
+    assert committed["org.opencontainers.image.revision"] == head
+    assert "org.opencontainers.image.version" not in committed
+
+    subprocess.run([*git, "tag", "v1.2.0"], check=True, capture_output=True)
+    tagged = labels_of(layout, build(model, layout))
+    assert tagged["org.opencontainers.image.version"] == "v1.2.0"
+
+
+def labels_of(layout: Layout, image: BuiltImage) -> dict[str, str]:
+    run = image_config(layout, image)["config"]
+    assert isinstance(run, dict)
+    return dict(run["Labels"])
+
+
+def test_a_cog_older_than_cogs_minimum_is_refused_before_any_work(
+    tmp_path: Path, base_image: str
+) -> None:
+    layout = Layout.open(tmp_path / "cache")
+    with pytest.raises(InvalidInput, match="too old"):
+        build(copy_model(tmp_path), layout, sdk_version="0.9.4")
+    assert not list((tmp_path / "stat-cache").glob("*"))
+
+
+def test_sdk_version_flag_is_checked_with_exit_2(tmp_path: Path, base_image: str) -> None:
+    done = skiff("build", "--sdk-version", "newest", "-C", str(copy_model(tmp_path)))
+    assert done.returncode == 2, done.stderr
+    assert "invalid Cog SDK version 'newest'" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -206,7 +206,15 @@ ERRORS = [
     ),
     ("predict-and-run", "predict: a.py:A\nrun: a.py:A\n", 2, "run", ["same field"]),
     ("predict-format", "predict: predict:Predictor\n", 1, "predict", ["predict.py:Predictor"]),
-    ("python-old", "build:\n  python_version: '3.8'\n", 2, None, ["not supported"]),
+    (
+        "python-old",
+        "build:\n  python_version: '3.8'\n",
+        2,
+        None,
+        ["minimum supported Python version is 3.10. requested 3.8"],
+    ),
+    ("sdk-junk", "build:\n  sdk_version: latest\n", 2, "build.sdk_version", ["0.23.1"]),
+    ("sdk-old", "build:\n  sdk_version: '0.9.4'\n", 2, "build.sdk_version", ["0.16.0"]),
     ("python-junk", "build:\n  python_version: latest\n", 2, None, ["'3.12'"]),
     ("python-2", "build:\n  python_version: 2.7\n", 2, None, ["not supported"]),
     ("cuda-old", "build:\n  cuda: '10.2'\n", 2, "build.cuda", ["too old"]),
@@ -431,13 +439,6 @@ LOCAL_ERRORS = [
         "predict",
         ["does not define"],
     ),
-    (
-        "function-not-class",
-        "predict: predict.py:Predictor\n",
-        {"predict.py": "def Predictor(): ...\n"},
-        "predict",
-        ["is a function"],
-    ),
     ("escape", "predict: ../x.py:P\n", {}, "predict", ["outside the model folder"]),
     ("absolute", "predict: /etc/x.py:P\n", {}, "predict", ["absolute path"]),
     ("folder", "predict: pkg.py:P\n", {"pkg.py/a": ""}, "predict", ["is a folder"]),
@@ -623,3 +624,16 @@ def test_any_structure_fails_only_with_config_error(tmp_path: Path, doc: dict[st
         return
     with contextlib.suppress(ConfigError):
         config.check_local(cfg)
+
+
+def test_function_predictors_and_run_are_accepted(tmp_path: Path) -> None:
+    """Cog 0.23 loads a function as well as a class, named by `run:` (or its older `predict:`)."""
+    (tmp_path / "predict.py").write_text("def run(name: str) -> str:\n    return name\n")
+    write(
+        tmp_path, "build:\n  python_version: '3.11'\n  sdk_version: '0.23.1'\nrun: predict.py:run\n"
+    )
+    cfg = config.load(tmp_path)
+    config.check_local(cfg)
+    assert (cfg.predict, cfg.predict_field, cfg.build.sdk_version) == (
+        "predict.py:run", "run", "0.23.1"
+    )

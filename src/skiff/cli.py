@@ -171,6 +171,7 @@ def _build_options(
         refresh_base=args.pull,
         tag=tag,
         secrets=secrets,
+        sdk_version=getattr(args, "sdk_version", None) or None,
     )
 
 
@@ -411,6 +412,11 @@ def _build_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--secret", action="append", metavar="id=ID,src=FILE",
         help="A secret for build steps that mount it (never stored in the image); repeatable.",
+    )
+    parser.add_argument(
+        "--sdk-version", metavar="VERSION",
+        help="Cog's runtime (the cog and coglet packages) to install, e.g. 0.23.1 "
+        "(default: build.sdk_version in cog.yaml, else the version skiff was tested with).",
     )
 
 

@@ -72,9 +72,18 @@ _REF = re.compile(r"^(?P<file>[^:]+\.py):(?P<name>[A-Za-z_][A-Za-z0-9_]*)$")
 _PYTHON_VERSION = re.compile(r"^(?P<major>\d+)\.(?P<minor>\d+)(\.\d+)?$")
 _CUDA_VERSION = re.compile(r"^(?P<major>\d+)\.\d+(\.\d+)?$")
 _CUDNN_VERSION = re.compile(r"^\d+(\.\d+)*$")
+_SDK_VERSION = re.compile(
+    r"^(?P<major>\d+)\.(?P<minor>\d+)(\.\d+)?([a-z]+\d*|\.post\d+|\.dev\d+)*$"
+)
+MIN_SDK_VERSION = (0, 16)  # Cog refuses older SDKs for the images it builds
 _ENV_ITEM = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 # Version fields may be written unquoted (`python_version: 3.10`); YAML would read 3.1.
-_VERSION_FIELDS = (("build", "python_version"), ("build", "cuda"), ("build", "cudnn"))
+_VERSION_FIELDS = (
+    ("build", "python_version"),
+    ("build", "cuda"),
+    ("build", "cudnn"),
+    ("build", "sdk_version"),
+)
 
 Loc = tuple[str | int, ...]
 
@@ -151,8 +160,8 @@ class BuildConfig(_Strict):
     cuda: str | None = None
     cudnn: str | None = None
     sdk_version: str | None = None
-    # Newer than the vendored schema (Cog's pkg/config has them). skiff always ships its own
-    # runtime and always builds without a daemon, so both are accepted and change nothing.
+    # Newer than the vendored schema (Cog's pkg/config has had them). skiff always installs
+    # Cog's runtime from PyPI and always builds without a daemon: accepted, and change nothing.
     cog_runtime: bool | None = None
     fast: bool | None = None
 
@@ -677,6 +686,19 @@ def _semantic_problems(config: Config, raw: _CogFile) -> Iterator[ConfigError]:
         yield config.error(
             "build.cudnn", f"build.cudnn must be a version like '8' or '9', not {build.cudnn!r}"
         )
+    if build.sdk_version is not None:
+        sdk = _SDK_VERSION.match(build.sdk_version)
+        if not sdk:
+            yield config.error(
+                "build.sdk_version",
+                f"build.sdk_version must be a release of cog, e.g. '0.23.1', not"
+                f" {build.sdk_version!r}",
+            )
+        elif (int(sdk["major"]), int(sdk["minor"])) < MIN_SDK_VERSION:
+            yield config.error(
+                "build.sdk_version",
+                f"Cog SDK {build.sdk_version} is too old: Cog builds images with 0.16.0 or newer",
+            )
     if config.concurrency is not None and config.concurrency.max < 1:
         yield config.error("concurrency.max", "concurrency.max must be at least 1")
     yield from _environment_problems(config)
@@ -699,7 +721,15 @@ def _python_version_problems(config: Config) -> Iterator[ConfigError]:
         )
         return
     major, minor = int(match["major"]), int(match["minor"])
-    if major != 3 or not MIN_PYTHON_MINOR <= minor <= MAX_PYTHON_MINOR:
+    if major == 3 and minor < MIN_PYTHON_MINOR:
+        # Cog's own words, so a user searching for them finds Cog's documentation too.
+        yield config.error(
+            "build.python_version",
+            f"minimum supported Python version is 3.{MIN_PYTHON_MINOR}. requested {version}",
+            f"Cog's runtime (cog, coglet) needs Python 3.{MIN_PYTHON_MINOR} or newer;"
+            f" supported versions: {supported}",
+        )
+    elif major != 3 or not MIN_PYTHON_MINOR <= minor <= MAX_PYTHON_MINOR:
         yield config.error(
             "build.python_version",
             f"Python {version} is not supported: use {supported}",
@@ -785,7 +815,8 @@ def check_local(config: Config) -> None:
     assignment); the module is parsed with ``ast``, never imported.
     """
     file, name = predictor_ref(config)
-    _require_name(config, config.predict_field, file, name, functions_ok=False)
+    # A class with predict() (or run()), or a function: Cog 0.23 loads either.
+    _require_name(config, config.predict_field, file, name, functions_ok=True)
     if config.train is not None:
         file, name = _resolve_ref(config, "train", config.train)
         _require_name(config, "train", file, name, functions_ok=True)

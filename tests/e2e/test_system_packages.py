@@ -164,20 +164,21 @@ def in_image(pushed: Pushed, *command: str, stdin: str | None = None) -> str:
 
 def test_image_has_the_system_package_and_the_steps_output(pushed: Pushed) -> None:
     roles = [layer["role"] for layer in pushed.report["layers"] if layer["role"] != "config"]
-    # base, the apt step, three run steps, then the runtime and the code (no Python deps).
-    assert roles == ["base", "system", "run", "run", "run", "runtime", "code"], roles
+    # Cog's order: base, the apt step, Cog's runtime (no Python deps), the three run steps over
+    # it, then the code.
+    assert roles == ["base", "system", "runtime", "run", "run", "run", "code"], roles
     assert in_image(pushed, "jq", "--version").startswith("jq-1.")
     assert in_image(pushed, "cat", "/opt/filters/total.jq") == "[.items[].price] | add\n"
     assert (pushed.rootfs / "opt/filters/token-fingerprint").stat().st_size > 0
     # apt's package lists were removed in the same step, so they are in no layer.
     assert not any((pushed.rootfs / "var/lib/apt/lists").glob("*Packages*"))
-    # The model itself, through skiff's Cog runtime in the image.
+    # The model itself, through Cog's runtime in the image, with the image's `python`.
     script = (
         "from predict import Predictor\n"
         "p = Predictor(); p.setup()\n"
         'print(p.predict(document=\'{"items": [{"price": 2}, {"price": 3.5}]}\'))\n'
     )
-    out = in_image(pushed, "python3", "-c", script)
+    out = in_image(pushed, "python", "-c", script)
     assert out.startswith("total 5.5 (jq-1."), out
 
 

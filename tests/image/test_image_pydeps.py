@@ -16,7 +16,17 @@ from skiff.errors import BuildFailed, InvalidInput
 from skiff.image.layers import Layer, StatCache
 from skiff.image.layout import Layout
 from skiff.image.oci import Platform
-from skiff.image.pydeps import Requirements, python_deps_layer, python_platform
+from skiff.image.options import DEFAULT_SDK_VERSION
+from skiff.image.pydeps import (
+    PYTHON_SHIM,
+    PYTHON_SHIM_DIR,
+    Requirements,
+    check_sdk_version,
+    python_deps_layer,
+    python_platform,
+    sdk_layer,
+    without_sdk,
+)
 
 AMD64 = Platform.parse("linux/amd64")
 ARM64 = Platform.parse("linux/arm64")
@@ -99,3 +109,50 @@ def test_requirement_keys() -> None:
     assert reqs.cacheable
     assert not Requirements(("-r other.txt",)).cacheable
     assert not Requirements(("./local_pkg",)).cacheable
+
+
+def test_cog_and_coglet_lines_are_dropped_with_a_warning(tmp_path: Path) -> None:
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("numpy==2.1.0\nCog==0.9.4  # old\ncoglet>=0.17\n# cog\ncogito==1\n")
+    kept, warnings = without_sdk(requirements)
+    assert kept.significant == ("cogito==1", "numpy==2.1.0")
+    assert kept.base_dir == tmp_path
+    assert [w.split("'")[1] for w in warnings] == ["Cog==0.9.4  # old", "coglet>=0.17"]
+
+
+def test_the_sdk_layer_adds_only_what_the_users_packages_lack(tmp_path: Path) -> None:
+    layout = Layout.open(tmp_path / "cache")
+    cache = StatCache(tmp_path / "stat")
+    deps = python_deps_layer(["requests==2.32.3"], "3.11", AMD64, layout, stat_cache=cache)
+    assert deps is not None
+    sdk = sdk_layer(DEFAULT_SDK_VERSION, "3.11", AMD64, layout, deps, stat_cache=cache)
+    files = _files(layout, sdk.layer)
+    assert f"{SITE}/cog/server/http.py" in files
+    assert f"{SITE}/coglet-{DEFAULT_SDK_VERSION}.dist-info/METADATA" in files
+    assert files[f"{PYTHON_SHIM_DIR.lstrip('/')}/python"] == PYTHON_SHIM
+    assert not any(name.startswith(f"{SITE}/requests") for name in files)  # the user's, kept
+    assert (sdk.cog_version, sdk.coglet_version) == (DEFAULT_SDK_VERSION, DEFAULT_SDK_VERSION)
+    assert "requests==2.32.3" in sdk.freeze and f"cog=={DEFAULT_SDK_VERSION}" in sdk.freeze
+    assert list(sdk.freeze) == sorted(sdk.freeze, key=str.lower)
+    # The same inputs: the cached layer and freeze, without uv.
+    assert sdk_layer(DEFAULT_SDK_VERSION, "3.11", AMD64, layout, deps, stat_cache=cache) == sdk
+
+
+def test_a_user_pin_that_clashes_with_cogs_dependencies_is_a_build_error(tmp_path: Path) -> None:
+    layout = Layout.open(tmp_path / "cache")
+    deps = python_deps_layer(["structlog==20.2.0"], "3.11", AMD64, layout)  # cog needs >=21
+    with pytest.raises(BuildFailed) as caught:
+        sdk_layer(DEFAULT_SDK_VERSION, "3.11", AMD64, layout, deps)
+    assert f"cog {DEFAULT_SDK_VERSION}" in caught.value.message
+    assert caught.value.hint is not None
+    assert "structlog" in caught.value.hint and "conflicts" in caught.value.hint
+
+
+def test_sdk_versions_are_checked_before_uv_runs() -> None:
+    for version in ("latest", "0.23.1; rm -rf /", ""):
+        with pytest.raises(InvalidInput, match="invalid Cog SDK version"):
+            check_sdk_version(version)
+    with pytest.raises(InvalidInput, match="too old"):
+        check_sdk_version("0.15.9")
+    check_sdk_version("0.23.1")
+    check_sdk_version("0.17.0rc4")

@@ -1,7 +1,8 @@
 """A Debian base image with Python 3, made with debootstrap and cached between test runs.
 
 The e2e tests need a real base image to build on and to run; there is no Docker Hub here, so
-one is made from Debian's packages (`debootstrap --variant=minbase --include=python3`), packed as
+one is made from Debian's packages (`debootstrap --variant=minbase`, with python3 and the CA
+certificates every real base has: coglet's webhook client does not start without them), packed as
 an OCI image layout with a single gzip layer, and kept under CACHE_ROOT (override with
 SKIFF_TEST_CACHE) keyed by BASE_VERSION: the ~1.5 min it takes is paid once per machine. The
 layout is built in a temporary directory beside its final place and renamed there, under a file
@@ -25,8 +26,9 @@ from pathlib import Path
 from .registries import OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST, TinyImage
 
 # Bump when the recipe below changes: a new key means a new image, the old one is left alone.
-BASE_VERSION = "debian-bookworm-python3-v1"
+BASE_VERSION = "debian-bookworm-python3-v2"
 SUITE = "bookworm"
+_PACKAGES = "python3,ca-certificates"
 MIRROR = "http://deb.debian.org/debian"
 CACHE_ROOT = Path(os.environ.get("SKIFF_TEST_CACHE", "/var/cache/skiff-tests"))
 TAG = "latest"
@@ -116,7 +118,9 @@ def _debootstrap(rootfs: Path, log: Path) -> None:
             "debootstrap is not installed: the e2e base image is made with it "
             "(`make system-deps`, or `apt-get install debootstrap`)"
         )
-    command = ["debootstrap", "--variant=minbase", "--include=python3", SUITE, str(rootfs), MIRROR]
+    command = [
+        "debootstrap", "--variant=minbase", f"--include={_PACKAGES}", SUITE, str(rootfs), MIRROR
+    ]
     with log.open("wb") as out:
         try:
             result = subprocess.run(
@@ -186,7 +190,9 @@ def _pack(rootfs: Path, layout: Path) -> None:
             "os": "linux",
             "config": {"Env": _ENV, "Cmd": ["python3"], "WorkingDir": "/"},
             "rootfs": {"type": "layers", "diff_ids": [f"sha256:{diff_id.hexdigest()}"]},
-            "history": [{"created_by": f"debootstrap --variant=minbase --include=python3 {SUITE}"}],
+            "history": [
+                {"created_by": f"debootstrap --variant=minbase --include={_PACKAGES} {SUITE}"}
+            ],
         },
         sort_keys=True,
     ).encode()

@@ -1,26 +1,29 @@
 """The daemonless builder: cog.yaml + model folder -> an OCI image in the build cache.
 
-Layers, bottom to top, ordered so that what changes least sits lowest: the base image, one layer
-per build step (system packages, then each ``run`` command; see ``steps.py``), skiff's Cog runtime,
-the Python dependencies, the weights (uncompressed, one or more layers), the code.
-They are built in another order — runtime, weights (side by side) and code while uv installs
-the dependencies in a second thread — and each is announced through ``on_layer`` as soon as it is
-in the cache, so a push can upload it while the rest is still being built; large ones are also
-announced through ``on_layer_started`` as they start, so a push can stream them as they grow.
+Layers, bottom to top, in Cog's order: the base image, the system packages (and ``pre_install``),
+the user's Python packages, Cog's runtime (``cog`` and ``coglet`` from PyPI, the SDK: above the
+user's packages, so that a new SDK never reinstalls torch), one layer per ``build.run`` command
+(they see all of the above: a step may import a package), the weights (uncompressed, one or more
+layers), the code with ``.cog/openapi_schema.json``. The image config is Cog's contract (see
+``_image_config``). Weights and code are built while uv installs the packages in a second thread,
+and each layer is announced through ``on_layer`` as soon as it is in the cache, so a push can
+upload it while the rest is still being built; large ones are also announced through
+``on_layer_started`` as they start, so a push can stream them as they grow.
 """
 
 from __future__ import annotations
 
+import ast
+import importlib
 import json
 import os
+import subprocess
 import threading
-from collections.abc import Callable
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from skiff import __version__
 from skiff import config as cogconfig
@@ -30,10 +33,20 @@ from skiff.image.gpu import gpu_base
 from skiff.image.layers import Entry, Layer, StatCache, build_layer
 from skiff.image.layout import GrowingBlob, Layout, default_layout
 from skiff.image.oci import Descriptor, ImageConfig, Manifest
-from skiff.image.options import BuildOptions
-from skiff.image.pydeps import SITE_PACKAGES, python_deps_layer
+from skiff.image.options import DEFAULT_SDK_VERSION, BuildOptions
+from skiff.image.pydeps import (
+    PYTHON_SHIM_DIR,
+    SITE_PACKAGES,
+    Requirements,
+    SdkLayer,
+    check_sdk_version,
+    python_deps_layer,
+    sdk_layer,
+    without_sdk,
+)
 from skiff.image.sourcetree import plan_source_layers
 from skiff.image.steps import (
+    DEFAULT_PATH,
     Sandbox,
     Step,
     StepResult,
@@ -42,9 +55,8 @@ from skiff.image.steps import (
     plan_steps,
     step_env,
 )
-from skiff.runtime import runtime_dir, schema_for_build
+from skiff.runtime import schema_for_build
 
-RUNTIME_PATH = "/opt/skiff/python"
 # Weights layers built at once: as many as a push uploads at once.
 WEIGHTS_PARALLEL = 3
 # How long a failed or interrupted build lets the dependency install clean up after itself.
@@ -52,6 +64,10 @@ DEPS_CLEANUP_SECONDS = 0.5
 # How often a build waiting for its dependencies asks whether to stop.
 STOP_POLL_SECONDS = 0.1
 CODE_ROOT = "/src"
+# Where coglet reads the schema (relative to its working directory, /src), as `cog build` writes it.
+SCHEMA_PATH = f"{CODE_ROOT}/.cog/openapi_schema.json"
+COG_PORT = "5000/tcp"
+GIT_TIMEOUT_SECONDS = 5
 
 
 @dataclass(frozen=True)
@@ -109,16 +125,26 @@ class Builder:
     def build(self) -> BuiltImage:
         cfg = cogconfig.load(self.folder)
         cogconfig.check_local(cfg)
+        sdk_version = self.options.sdk_version or cfg.build.sdk_version or DEFAULT_SDK_VERSION
+        check_sdk_version(sdk_version)
+        requirements, warnings = self._requirements(cfg)
         plan = plan_source_layers(self.folder)
-        warnings = [
+        warnings += [
             f"{path} looks like a secret and will be in the image; add it to .dockerignore"
             for path in plan.secret_like
         ]
         warnings += [f"left out {s.path}: {s.reason}" for s in plan.skipped]
         steps = plan_steps(cfg.build)
         check_secrets(steps, self.options.secrets)
+        # Cog's order: system packages (and pre_install) before the Python packages, build.run
+        # after them and the SDK.
+        split = sum(1 for step in steps if step.role == "system") + len(cfg.build.pre_install)
+        early_steps, late_steps = steps[:split], steps[split:]
         if steps:
             Sandbox.find()  # no sandbox here: say so before preflight waits and the base is pulled
+        # Before any work: the schema is computed from the source, and a predictor it cannot
+        # describe is the user's to fix.
+        schema = openapi_schema(cfg.root, _predict_ref(cfg), cfg.train, sdk_version)
         chosen_base = self.options.base_image or os.environ.get("SKIFF_BASE_IMAGE")
         if cfg.build.gpu and not chosen_base:
             # Before any work: an impossible CUDA/Python combination is the user's to fix.
@@ -127,29 +153,35 @@ class Builder:
             ).reference
         layout = self._layout or default_layout()
         stat_cache = StatCache(layout.root.parent / "stat-cache")
-        platform = self.options.platform
 
         self.status("resolving the base image")
         base_text = chosen_base or default_base(cfg.build.python_version)
+        platform = self.options.platform
         base = pull_base(base_text, platform, layout, refresh=self.options.refresh_base)
         self.base = base
         for descriptor in base.layers:
             self.on_layer(BuiltLayer(descriptor, "base"))
+        env = _run_env(cfg, base)
 
-        # Dependencies install beside the other layers (uv waits on the network, the others on
-        # the disk). A failure or Ctrl-C elsewhere stops them (uv is ended, the layer's writing
-        # stops at its next read) and is not held up waiting for them.
+        # The Python packages, then the SDK over them, install beside the other layers (uv waits
+        # on the network, the others on the disk). A failure or Ctrl-C elsewhere stops them (uv
+        # is ended, the layer's writing stops at its next read) and is not held up waiting.
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="skiff-deps")
         stop_deps = threading.Event()
         try:
-            deps_future = pool.submit(self._deps_layer, cfg, layout, stat_cache, stop_deps)
-            step_layers = self._step_layers(steps, cfg, base, layout, stat_cache)
-            runtime = self._layer(_runtime_entries(), layout, stat_cache, "gzip", "runtime")
+            deps_future = pool.submit(
+                self._python_layers, cfg, requirements, sdk_version, layout, stat_cache, stop_deps
+            )
+            step_layers = self._step_layers(
+                early_steps, cfg.environment_vars, base, base.layers, layout, stat_cache
+            )
             weights = self._weights_layers(plan.weights, layout, stat_cache)
-            code = self._layer(plan.code, layout, stat_cache, "gzip", "code")
+            code_entries = [e for e in plan.code if e.path != SCHEMA_PATH]
+            code_entries.append(Entry.file(SCHEMA_PATH, _schema_bytes(schema) + b"\n", 0o644))
+            code = self._layer(code_entries, layout, stat_cache, "gzip", "code")
             while not wait([deps_future], timeout=STOP_POLL_SECONDS).done:
                 self.check_stop()
-            deps = _result(deps_future)
+            deps, sdk = deps_future.result()
         except BaseException:
             stop_deps.set()
             # The install ends uv and removes its temporary files within moments: let it (bounded)
@@ -158,17 +190,17 @@ class Builder:
             raise
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
-        if deps is not None:
-            self.on_layer(BuiltLayer(deps.descriptor, "deps"))
 
-        ordered: list[tuple[Layer, str]] = [*step_layers, (runtime, "runtime")]
+        ordered: list[tuple[Layer, str]] = list(step_layers)
         if deps is not None:
             ordered.append((deps, "deps"))
+        ordered.append((sdk.layer, "runtime"))
+        below = [*base.layers, *(layer.descriptor for layer, _ in ordered)]
+        ordered += self._step_layers(late_steps, env, base, below, layout, stat_cache)
         ordered += [(w, "weights") for w in weights]
-        if plan.code:
-            ordered.append((code, "code"))
+        ordered.append((code, "code"))
 
-        image_config = self._image_config(cfg, base, [layer for layer, _ in ordered])
+        image_config = self._image_config(cfg, base, env, sdk, schema, [lay for lay, _ in ordered])
         config_desc = layout.write_json(
             "application/vnd.oci.image.config.v1+json", image_config.to_bytes()
         )
@@ -183,6 +215,12 @@ class Builder:
             BuiltLayer(layer.descriptor, role) for layer, role in ordered
         ]
         return BuiltImage(manifest, manifest_desc, config_desc, layers, base, warnings)
+
+    def _requirements(self, cfg: cogconfig.Config) -> tuple[Requirements, list[str]]:
+        """The user's requirements without the SDK's packages (dropped with a warning, as Cog)."""
+        if cfg.build.python_requirements:
+            return without_sdk(cfg.root / cfg.build.python_requirements)
+        return without_sdk(list(cfg.build.python_packages))
 
     def _layer(
         self,
@@ -236,18 +274,20 @@ class Builder:
     def _step_layers(
         self,
         steps: list[Step],
-        cfg: cogconfig.Config,
+        extra_env: Mapping[str, str],
         base: BaseImage,
+        below: Sequence[Descriptor],
         layout: Layout,
         stat_cache: StatCache,
     ) -> list[tuple[Layer, str]]:
+        """Runs ``steps`` over the layers ``below`` them (the base, or everything up to the SDK)."""
         if not steps:
             return []
         runner = StepRunner(
             layout,
             stat_cache,
-            base.layers,
-            env=step_env(base.config.env_map, cfg.environment_vars),
+            below,
+            env=step_env(base.config.env_map, extra_env),
             secrets=self.options.secrets,
             work_dir=layout.root.parent / "rootfs",
             on_status=self.status,
@@ -258,15 +298,17 @@ class Builder:
 
         return [(r.layer, r.step.role) for r in runner.run(steps, announce)]
 
-    def _deps_layer(
-        self, cfg: cogconfig.Config, layout: Layout, stat_cache: StatCache, stop: threading.Event
-    ) -> Layer | None:
-        requirements: list[str] | Path
-        if cfg.build.python_requirements:
-            requirements = cfg.root / cfg.build.python_requirements
-        else:
-            requirements = list(cfg.build.python_packages)
-        return python_deps_layer(
+    def _python_layers(
+        self,
+        cfg: cogconfig.Config,
+        requirements: Requirements,
+        sdk_version: str,
+        layout: Layout,
+        stat_cache: StatCache,
+        stop: threading.Event,
+    ) -> tuple[Layer | None, SdkLayer]:
+        """The user's packages, then Cog's runtime resolved against them."""
+        deps = python_deps_layer(
             requirements,
             cfg.build.python_version,
             self.options.platform,
@@ -275,6 +317,20 @@ class Builder:
             watch=self._watch("deps"),
             stop=stop,
         )
+        if deps is not None:
+            self.on_layer(BuiltLayer(deps.descriptor, "deps"))
+        self.status(f"installing Cog's runtime (cog {sdk_version})")
+        sdk = sdk_layer(
+            sdk_version,
+            cfg.build.python_version,
+            self.options.platform,
+            layout,
+            deps,
+            stat_cache=stat_cache,
+            stop=stop,
+        )
+        self.on_layer(BuiltLayer(sdk.layer.descriptor, "runtime"))
+        return deps, sdk
 
     def _watch(self, role: str) -> Callable[[GrowingBlob], None] | None:
         started = self.on_layer_started
@@ -283,64 +339,181 @@ class Builder:
         return lambda blob: started(blob, role)
 
     def _image_config(
-        self, cfg: cogconfig.Config, base: BaseImage, layers: list[Layer]
+        self,
+        cfg: cogconfig.Config,
+        base: BaseImage,
+        env: Mapping[str, str],
+        sdk: SdkLayer,
+        schema: dict[str, Any],
+        layers: list[Layer],
     ) -> ImageConfig:
-        env = {
-            "PYTHONPATH": f"{RUNTIME_PATH}:{SITE_PACKAGES}",
-            "PYTHONUNBUFFERED": "1",
-            "COG_MAX_CONCURRENCY": str(cfg.concurrency.max if cfg.concurrency else 1),
-        }
-        if cfg.predict:
-            env["COG_PREDICTOR"] = cfg.predict
-        env.update(cfg.environment_vars)
-        # Nothing from the host (not even the folder's name): a checkout anywhere gives the
-        # same image digest.
+        """Cog's image contract, as `cog build` writes it: the runtime's Env, WorkingDir /src,
+        port 5000, Cmd ``python -m cog.server.http``, and the labels Replicate reads."""
         labels = {
-            "run.cog.config": json.dumps(_raw_yaml(cfg.root), sort_keys=True),
-            "run.cog.version": __version__,
+            "run.cog.config": json.dumps(_completed_config(cfg, sdk.cog_version), sort_keys=True),
+            "run.cog.version": sdk.cog_version,
+            "run.cog.openapi_schema": _schema_bytes(schema).decode(),
+            "run.cog.pip_freeze": "\n".join(sdk.freeze),
+            "run.cog.has_init": "true",
+            **_git_labels(cfg.root),
         }
-        schema = _openapi_schema(cfg.root, cfg.predict)
-        if schema is not None:
-            labels["run.cog.openapi_schema"] = schema
         return (
             base.config.with_env(env)
             .with_labels(labels)
-            .with_run(cmd=["python3", "-m", "cog.server.http"], working_dir=CODE_ROOT)
+            .with_exposed_port(COG_PORT)
+            .with_run(cmd=["python", "-m", "cog.server.http"], working_dir=CODE_ROOT)
             .with_layers((layer.diff_id for layer in layers), f"skiff build {__version__}")
         )
 
 
-def _result(future: Future[Layer | None]) -> Layer | None:
-    return future.result()
+def _run_env(cfg: cogconfig.Config, base: BaseImage) -> dict[str, str]:
+    """What the image adds to its base's Env (and what build.run steps see): ``python`` and the
+    packages first on the paths, and the variables Cog's runtime reads."""
+    base_path = base.config.env_map.get("PATH") or DEFAULT_PATH
+    env = {
+        "PATH": f"{PYTHON_SHIM_DIR}:{SITE_PACKAGES}/bin:{base_path}",
+        "PYTHONPATH": SITE_PACKAGES,
+        "PYTHONUNBUFFERED": "1",
+        "COG_PREDICT_TYPE_STUB": _predict_ref(cfg),
+    }
+    if cfg.train:
+        env["COG_TRAIN_TYPE_STUB"] = cfg.train
+    concurrency = cfg.concurrency.max if cfg.concurrency else _declared_concurrency(cfg)
+    if concurrency is not None:
+        env["COG_MAX_CONCURRENCY"] = str(concurrency)
+    env.update(cfg.environment_vars)
+    return env
 
 
-def _runtime_entries() -> list[Entry]:
-    """skiff's ``cog`` package, as it will be imported inside the image."""
-    root = runtime_dir()
-    entries: list[Entry] = []
-    for path in sorted((root / "cog").rglob("*.py")):
-        rel = path.relative_to(root).as_posix()
-        entries.append(Entry.file(f"{RUNTIME_PATH}/{rel}", path.read_bytes(), 0o644))
-    return entries
+def _predict_ref(cfg: cogconfig.Config) -> str:
+    if cfg.predict is None:  # check_local has refused it already; this keeps mypy honest
+        raise BuildFailed("cog.yaml names no predictor (run: or predict:)")
+    return cfg.predict
 
 
-def _raw_yaml(folder: Path) -> Any:
+def openapi_schema(
+    folder: Path, predict_ref: str, train_ref: str | None, sdk_version: str
+) -> dict[str, Any]:
+    """The model's OpenAPI schema, computed without running it, as `cog build` writes it to
+    ``.cog/openapi_schema.json`` (coglet validates inputs with it and serves it); its
+    ``info.version`` names the SDK the image carries. The one place the builder asks for it."""
     try:
-        return yaml.safe_load((folder / "cog.yaml").read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        return {}
-
-
-def _openapi_schema(folder: Path, predictor: str | None) -> str | None:
-    """Cog's schema label: read from the predictor's source where possible (no dependencies
-    needed), else by importing it here. When neither works (imports of heavy dependencies built
-    for another platform), the label is left out and the server computes the schema at start-up.
-    """
+        # Cog's own generator, once skiff has it (skiff.cogschema); until then the runtime's.
+        generator = importlib.import_module("skiff.cogschema")
+    except ImportError:
+        generator = None
     try:
-        schema = schema_for_build(folder, predictor)
-    except SkiffError:
+        if generator is not None:
+            schema: dict[str, Any] = generator.generate(
+                folder, predict_ref, train_ref, version=sdk_version
+            )
+            return schema
+        return schema_for_build(folder, predict_ref)
+    except SkiffError as exc:
+        raise BuildFailed(
+            f"cannot compute the model's OpenAPI schema: {exc.message}",
+            exc.hint or "Cog's runtime needs it to validate inputs; check the predictor's types",
+        ) from exc
+
+
+def _schema_bytes(schema: dict[str, Any]) -> bytes:
+    # In the generator's order (not sorted): properties stay in the predictor's order, as Cog's.
+    return json.dumps(schema, separators=(",", ":")).encode()
+
+
+def _declared_concurrency(cfg: cogconfig.Config) -> int | None:
+    """``@cog.concurrent(max=N)`` on the predictor, read from its source (never imported)."""
+    file, _, name = _predict_ref(cfg).partition(":")
+    try:
+        tree = ast.parse((cfg.root / file).read_bytes())
+    except (OSError, SyntaxError, ValueError):
         return None
-    return json.dumps(schema, sort_keys=True, separators=(",", ":"))
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        if node.name != name and not (
+            isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+            and node.name in ("predict", "run")
+        ):
+            continue
+        for decorator in node.decorator_list:
+            if not isinstance(decorator, ast.Call):
+                continue
+            func = decorator.func
+            called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if called != "concurrent":
+                continue
+            for keyword in decorator.keywords:
+                value = keyword.value
+                if (
+                    keyword.arg == "max"
+                    and isinstance(value, ast.Constant)
+                    and isinstance(value.value, int)
+                    and not isinstance(value.value, bool)
+                ):
+                    return value.value
+    return None
+
+
+def _completed_config(cfg: cogconfig.Config, cog_version: str) -> dict[str, Any]:
+    """cog.yaml with its defaults filled in (label ``run.cog.config``)."""
+    build: dict[str, Any] = {
+        "python_version": cfg.build.python_version,
+        "gpu": cfg.build.gpu,
+        "sdk_version": cog_version,
+    }
+    for name in ("python_requirements", "cuda", "cudnn"):
+        value = getattr(cfg.build, name)
+        if value:
+            build[name] = value
+    for name in ("python_packages", "system_packages", "pre_install"):
+        value = getattr(cfg.build, name)
+        if value:
+            build[name] = list(value)
+    if cfg.build.run:
+        build["run"] = [
+            {"command": step.command, **({"mounts": [m.model_dump() for m in step.mounts]}
+                                         if step.mounts else {})}
+            for step in cfg.build.run
+        ]
+    out: dict[str, Any] = {"build": build, "predict": cfg.predict}
+    for name in ("train", "image"):
+        value = getattr(cfg, name)
+        if value:
+            out[name] = value
+    if cfg.concurrency is not None:
+        out["concurrency"] = cfg.concurrency.model_dump(exclude_none=True)
+    if cfg.environment:
+        out["environment"] = list(cfg.environment)
+    return out
+
+
+def _git(folder: Path, *args: str) -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(folder), *args],
+            capture_output=True,
+            text=True,
+            timeout=GIT_TIMEOUT_SECONDS,
+            check=False,
+            env={**os.environ, "GIT_TERMINAL_PROMPT": "0"},
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() or None if done.returncode == 0 else None
+
+
+def _git_labels(folder: Path) -> dict[str, str]:
+    """The commit (and its tag, when it has one) of a model folder in a git repository: from the
+    repository's content, so the same checkout gives the same image anywhere."""
+    revision = _git(folder, "rev-parse", "HEAD")
+    if revision is None:
+        return {}
+    labels = {"org.opencontainers.image.revision": revision}
+    tag = _git(folder, "describe", "--tags", "--exact-match", "HEAD")
+    if tag is not None:
+        labels["org.opencontainers.image.version"] = tag
+    return labels
 
 
 __all__ = ["BuildFailed", "BuildOptions", "Builder", "BuiltImage", "BuiltLayer"]

@@ -289,6 +289,14 @@ class ImageConfig:
     def with_labels(self, labels: Mapping[str, str]) -> ImageConfig:
         return replace(self, labels={**(self.labels or {}), **labels})
 
+    def with_exposed_port(self, port: str) -> ImageConfig:
+        """Declares a port such as ``5000/tcp`` (Dockerfile ``EXPOSE``), keeping the base's."""
+        extra = dict(self.extra or {})
+        run = dict(extra.get("config") or {})
+        run["ExposedPorts"] = {**(run.get("ExposedPorts") or {}), port: {}}
+        extra["config"] = run
+        return replace(self, extra=extra)
+
     def with_run(
         self,
         *,

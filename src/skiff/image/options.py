@@ -9,6 +9,10 @@ from pathlib import Path
 
 from skiff.image.oci import LINUX_AMD64, Platform
 
+# The Cog SDK (``cog`` and its ``coglet``) an image gets when cog.yaml names none: the newest
+# release the test suite has run images with. build.sdk_version and --sdk-version choose another.
+DEFAULT_SDK_VERSION = "0.23.1"
+
 
 @dataclass(frozen=True)
 class BuildOptions:
@@ -18,3 +22,5 @@ class BuildOptions:
     tag: str | None = None  # a name for the image in the cache's index
     # --secret id=ID,src=FILE: files build steps may mount; their contents never enter the image
     secrets: Mapping[str, Path] = field(default_factory=dict, hash=False)
+    # --sdk-version: Cog's runtime version, over cog.yaml's build.sdk_version and the default
+    sdk_version: str | None = None

@@ -15,22 +15,28 @@ version, platform, uv version): unchanged requirements are not resolved or downl
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
+import gzip
 import hashlib
 import io
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
+from typing import Any
 
 from skiff.errors import BuildFailed, InvalidInput
+from skiff.fsutil import write_atomic
 from skiff.image.layers import Entry, Layer, StatCache, build_layer
 from skiff.image.layout import GrowingBlob, Layout
 from skiff.image.oci import Platform, canonical_json
@@ -283,7 +289,7 @@ def site_entries(target_dir: Path, image_dir: str = SITE_PACKAGES) -> list[Entry
 
 
 def python_deps_layer(
-    requirements: Sequence[str] | Path,
+    requirements: Sequence[str] | Path | Requirements,
     python_version: str,
     platform: Platform,
     layout: Layout,
@@ -298,7 +304,7 @@ def python_deps_layer(
     ``watch`` hears of the layer's blob as it starts being written (not for a cached layer);
     once ``stop`` is set, the install or the layer's writing ends with BuildFailed.
     """
-    reqs = Requirements.of(requirements)
+    reqs = requirements if isinstance(requirements, Requirements) else Requirements.of(requirements)
     if not reqs.significant:
         return None
     _check_python_version(python_version)
@@ -331,3 +337,251 @@ def python_deps_layer(
     if key is not None and stat_cache is not None:
         stat_cache.put(key, layer)
     return layer
+
+
+# --- Cog's runtime (the SDK) ---------------------------------------------------------------------
+
+# Cog drops these from the user's requirements: the SDK layer installs them, at the chosen version.
+SDK_PACKAGES = ("cog", "coglet")
+_REQ_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+_SDK_VERSION = re.compile(r"^\d+\.\d+(\.\d+)?([a-z]+\d*|\.post\d+|\.dev\d+)*$")
+# Cog's minimum SDK, and the first release whose server is coglet (released with the same number).
+MIN_SDK_VERSION = (0, 16, 0)
+FIRST_COGLET_SDK = (0, 17, 0)
+# Where the image's ``python`` command lives: coglet starts its worker as a bare ``python``.
+PYTHON_SHIM_DIR = "/opt/skiff/bin"
+PYTHON_SHIM = b'#!/bin/sh\n# coglet runs its worker as "python": the image\'s python3.\n' + (
+    b'exec python3 "$@"\n'
+)
+
+
+def normalize_name(name: str) -> str:
+    """A distribution name as PEP 503 compares (``Typing_Extensions``: ``typing-extensions``)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def without_sdk(requirements: Sequence[str] | Path) -> tuple[Requirements, list[str]]:
+    """The user's requirements without ``cog``/``coglet`` lines (as Cog drops them), and a warning
+    for each line dropped: the SDK layer installs Cog's runtime at the version the build chose."""
+    reqs = Requirements.of(requirements)
+    kept: list[str] = []
+    warnings: list[str] = []
+    for line in reqs.lines:
+        match = _REQ_NAME.match(re.sub(r"(^|\s)#.*$", "", line))
+        if match and normalize_name(match[1]) in SDK_PACKAGES:
+            warnings.append(
+                f"ignored the requirement {line.strip()!r}: the image gets Cog's runtime at the"
+                " SDK version (build.sdk_version in cog.yaml, or --sdk-version)"
+            )
+            continue
+        kept.append(line)
+    return Requirements(tuple(kept), reqs.base_dir), warnings
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", version.split("+")[0])[:3])
+
+
+def check_sdk_version(version: str) -> None:
+    """Refuses an SDK version uv could not mean, or one older than Cog itself accepts."""
+    if not _SDK_VERSION.match(version):
+        raise InvalidInput(
+            f"invalid Cog SDK version {version!r}",
+            "write a release of the cog package on PyPI, e.g. 0.23.1",
+        )
+    if _version_tuple(version) < MIN_SDK_VERSION:
+        minimum = ".".join(map(str, MIN_SDK_VERSION))
+        raise InvalidInput(
+            f"Cog SDK {version} is too old: Cog builds images with {minimum} or newer",
+            "set build.sdk_version (or --sdk-version) to a newer release",
+        )
+
+
+@dataclass(frozen=True)
+class Distribution:
+    name: str
+    version: str
+
+    @property
+    def pin(self) -> str:
+        return f"{self.name}=={self.version}"
+
+
+@dataclass(frozen=True)
+class SdkLayer:
+    """Cog's runtime as installed for the image: its layer, and what the image's site holds."""
+
+    layer: Layer
+    cog_version: str
+    coglet_version: str | None
+    freeze: tuple[str, ...]  # ``pip freeze`` of the user's packages and the SDK's, sorted
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "layer": self.layer.to_json(),
+            "cog_version": self.cog_version,
+            "coglet_version": self.coglet_version,
+            "freeze": list(self.freeze),
+        }
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> SdkLayer:
+        return cls(
+            Layer.from_json(value["layer"]),
+            str(value["cog_version"]),
+            value.get("coglet_version"),
+            tuple(str(line) for line in value["freeze"]),
+        )
+
+
+def _metadata(text: str) -> Distribution | None:
+    name = version = None
+    for line in text.splitlines():
+        if not line.strip():
+            break  # the headers end at the first blank line; the description follows
+        key, _, value = line.partition(":")
+        if key == "Name":
+            name = value.strip()
+        elif key == "Version":
+            version = value.strip()
+    return Distribution(name, version) if name and version else None
+
+
+def layer_distributions(layout: Layout, layer: Layer | None) -> list[Distribution]:
+    """The distributions a dependencies layer installs, read from its ``METADATA`` files."""
+    if layer is None:
+        return []
+    prefix = SITE_PACKAGES.lstrip("/") + "/"
+    found: list[Distribution] = []
+    # gzip.GzipFile, not tarfile's "r|gz": skiff's layers are several gzip members.
+    with layout.open_blob(layer.descriptor.digest) as blob, gzip.GzipFile(
+        fileobj=blob, mode="rb"
+    ) as unzipped, tarfile.open(fileobj=unzipped, mode="r|") as tar:
+        for member in tar:
+            rel = member.name.removeprefix("./").removeprefix(prefix)
+            parts = rel.split("/")
+            if len(parts) == 2 and parts[0].endswith(".dist-info") and parts[1] == "METADATA":
+                handle = tar.extractfile(member)
+                if handle is not None:
+                    dist = _metadata(handle.read().decode("utf-8", "replace"))
+                    if dist is not None:
+                        found.append(dist)
+    return found
+
+
+def _installed(target_dir: Path) -> dict[str, tuple[Distribution, Path]]:
+    out: dict[str, tuple[Distribution, Path]] = {}
+    for info in sorted(target_dir.glob("*.dist-info")):
+        try:
+            dist = _metadata((info / "METADATA").read_text(encoding="utf-8", errors="replace"))
+        except OSError:
+            continue
+        if dist is not None:
+            out[normalize_name(dist.name)] = (dist, info)
+    return out
+
+
+def _remove_distribution(target_dir: Path, info: Path) -> None:
+    """Removes an installed distribution by its RECORD (only paths inside ``target_dir``)."""
+    root = target_dir.resolve()
+    with contextlib.suppress(OSError):
+        for row in csv.reader(io.StringIO((info / "RECORD").read_text(encoding="utf-8"))):
+            if not row:
+                continue
+            path = (target_dir / row[0]).resolve()
+            if path.is_relative_to(root) and path.is_file():
+                path.unlink()
+    shutil.rmtree(info, ignore_errors=True)
+    # Packages emptied by the removal (and their bytecode caches) go too.
+    for dirpath, _dirnames, _files in sorted(os.walk(target_dir), reverse=True):
+        here = Path(dirpath)
+        if here == target_dir:
+            continue
+        leftover = [p for p in here.iterdir() if p.name != "__pycache__"]
+        if not leftover:
+            shutil.rmtree(here, ignore_errors=True)
+
+
+def sdk_layer(
+    sdk_version: str,
+    python_version: str,
+    platform: Platform,
+    layout: Layout,
+    deps: Layer | None,
+    *,
+    stat_cache: StatCache | None = None,
+    stop: threading.Event | None = None,
+) -> SdkLayer:
+    """Cog's runtime (``cog`` and its ``coglet``) from PyPI, in a layer above the user's packages.
+
+    uv resolves it with every package of the dependencies layer pinned as a constraint, so the
+    SDK's own dependencies agree with the user's (a clash is a build error naming both), and
+    the layer holds only what the user's layer lacks: changing the SDK never reinstalls torch.
+    Cached by (SDK version, Python, platform, uv, the dependencies layer).
+    """
+    check_sdk_version(sdk_version)
+    _check_python_version(python_version)
+    uv = uv_command()
+    key = "sdk-" + hashlib.sha256(
+        canonical_json(
+            [
+                1,
+                sdk_version,
+                python_version,
+                str(platform),
+                uv_version(uv),
+                str(deps.descriptor.digest) if deps is not None else None,
+                PYTHON_SHIM.decode(),
+            ]
+        )
+    ).hexdigest()
+    sidecar = stat_cache.root / f"{key}.json" if stat_cache is not None else None
+    if sidecar is not None:
+        with contextlib.suppress(Exception):  # missing or damaged: built again
+            cached = SdkLayer.from_json(json.loads(sidecar.read_bytes()))
+            if layout.has(cached.layer.descriptor.digest, cached.layer.descriptor.size):
+                return cached
+    user = layer_distributions(layout, deps)
+    requirements = [f"cog=={sdk_version}"]
+    if _version_tuple(sdk_version) >= FIRST_COGLET_SDK:
+        # coglet is released with cog under the same number: the pair the SDK was tested with.
+        requirements.append(f"coglet=={sdk_version}")
+    with tempfile.TemporaryDirectory(prefix="skiff-sdk-") as tmp:
+        target = Path(tmp) / "site"
+        constraints = Path(tmp) / "constraints.txt"
+        constraints.write_text("".join(f"{d.pin}\n" for d in user), encoding="utf-8")
+        args = [
+            *uv, "pip", "install", "--target", str(target), "--python", sys.executable,
+            "--python-platform", python_platform(platform), "--python-version", python_version,
+            "--only-binary", ":all:", "--no-progress", "-c", str(constraints), *requirements,
+        ]
+        done = _run_stoppable(args, stop)
+        if done.returncode != 0:
+            raise BuildFailed(
+                f"uv could not install Cog's runtime (cog {sdk_version}) for {platform},"
+                f" Python {python_version}",
+                f"{_stderr_tail(done.stderr)}\nthe SDK is resolved together with the model's"
+                " packages: a clash means a package pinned in cog.yaml conflicts with cog's"
+                " dependencies; or choose another build.sdk_version",
+            )
+        installed = _installed(target)
+        shared = {normalize_name(d.name) for d in user}
+        for name in shared & installed.keys():
+            _remove_distribution(target, installed[name][1])
+        _fix_scripts(target)
+        entries = site_entries(target)
+        entries.append(Entry.file(f"{PYTHON_SHIM_DIR}/python", PYTHON_SHIM, 0o755))
+        layer = build_layer(entries, layout, "gzip", stop=stop)
+    cog = installed.get("cog")
+    if cog is None:
+        raise BuildFailed(f"uv installed no cog package for cog=={sdk_version}")
+    coglet = installed.get("coglet")
+    everything = {normalize_name(d.name): d for d in user}
+    everything.update({name: dist for name, (dist, _) in installed.items()})
+    freeze = tuple(sorted((d.pin for d in everything.values()), key=str.lower))
+    result = SdkLayer(layer, cog[0].version, coglet[0].version if coglet else None, freeze)
+    if sidecar is not None:
+        with contextlib.suppress(OSError):
+            sidecar.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(sidecar, canonical_json(result.to_json()))
+    return result
