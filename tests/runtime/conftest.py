@@ -12,13 +12,17 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 MODELS = Path(__file__).parent / "models"
 # A bound for every skiff command here: setup of these models takes a second or two.
 RUN_TIMEOUT_S = 180
+READY_TIMEOUT_S = 120.0
+GONE_TIMEOUT_S = 20.0
 
 
 @pytest.fixture(scope="session")
@@ -94,3 +98,28 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+def wait_ready(url: str, process: subprocess.Popen[str]) -> dict[str, object]:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()[1]
+        try:
+            health: dict[str, object] = httpx.get(f"{url}/health-check", timeout=2).json()
+        except (httpx.HTTPError, ValueError):
+            time.sleep(0.2)
+            continue
+        if health.get("status") == "READY":
+            return health
+        time.sleep(0.2)
+    raise AssertionError("the server was not ready in time")
+
+
+def wait_gone(pids: list[int]) -> list[int]:
+    deadline = time.monotonic() + GONE_TIMEOUT_S
+    while time.monotonic() < deadline:
+        left = [pid for pid in pids if alive(pid)]
+        if not left:
+            return []
+        time.sleep(0.1)
+    return [pid for pid in pids if alive(pid)]

@@ -13,10 +13,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import alive, copy_model, descendants, free_port, port_is_free
-
-READY_TIMEOUT_S = 120.0
-GONE_TIMEOUT_S = 20.0
+from conftest import (
+    GONE_TIMEOUT_S,
+    READY_TIMEOUT_S,
+    copy_model,
+    descendants,
+    free_port,
+    port_is_free,
+    wait_gone,
+    wait_ready,
+)
 
 
 def start_serve(folder: Path, port: int, cwd: Path) -> subprocess.Popen[str]:
@@ -24,31 +30,6 @@ def start_serve(folder: Path, port: int, cwd: Path) -> subprocess.Popen[str]:
         [sys.executable, "-m", "skiff.cli", "serve", "-C", str(folder), "--port", str(port)],
         cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-
-
-def wait_ready(url: str, process: subprocess.Popen[str]) -> dict[str, object]:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.communicate()[1]
-        try:
-            health: dict[str, object] = httpx.get(f"{url}/health-check", timeout=2).json()
-        except (httpx.HTTPError, ValueError):
-            time.sleep(0.2)
-            continue
-        if health.get("status") == "READY":
-            return health
-        time.sleep(0.2)
-    raise AssertionError("the server was not ready in time")
-
-
-def wait_gone(pids: list[int]) -> list[int]:
-    deadline = time.monotonic() + GONE_TIMEOUT_S
-    while time.monotonic() < deadline:
-        left = [pid for pid in pids if alive(pid)]
-        if not left:
-            return []
-        time.sleep(0.1)
-    return [pid for pid in pids if alive(pid)]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])

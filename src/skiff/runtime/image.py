@@ -3,9 +3,9 @@
 ``skiff predict IMAGE`` does what ``cog predict IMAGE`` does with Docker: the image comes from
 skiff's cache by the name ``skiff build -t`` gave it, else from its registry (skiff's own
 client, any auth), and its root filesystem is unpacked once into the cache under the manifest's
-digest. It runs with its own config (Env, WorkingDir, Entrypoint and Cmd) in a sandbox: its own
-pid namespace, the host's network, the image read-only except ``/tmp`` (a container that is
-thrown away after the run, as ``docker run --rm`` leaves nothing behind).
+digest. It runs with its own config (Env, WorkingDir, Entrypoint and Cmd) in a sandbox: the
+image as its root, read-only except ``/tmp`` (nothing of a run is kept, as with ``docker run
+--rm``), the host's network and process ids (see ``bwrap_argv``).
 """
 
 from __future__ import annotations
@@ -152,7 +152,10 @@ def bwrap_argv(image: Unpacked, port: int, host_address: str) -> list[str]:
             "install it (apt-get install bubblewrap) and try again",
         )
     argv = [bwrap, "--ro-bind", str(image.rootfs), "/", "--dev", "/dev", "--proc", "/proc"]
-    argv += ["--tmpfs", "/tmp", "--unshare-pid", "--die-with-parent", "--clearenv"]
+    # No pid namespace of its own: coglet names its worker sockets after its pid in the abstract
+    # namespace, which belongs to the (host's) network namespace, so every sandbox's coglet would
+    # be pid 2 and a second model running on the machine would fail with "Address in use".
+    argv += ["--tmpfs", "/tmp", "--die-with-parent", "--clearenv"]
     env = image.config.env_map
     env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
     env.setdefault("HOME", "/root")
