@@ -185,7 +185,10 @@ def _report(
     except ValueError:
         body = None
     if response.status_code == 422:
-        raise InvalidInput(_validation_message(body), "check the inputs against the model's schema")
+        raise InvalidInput(
+            _validation_message(body),
+            "give inputs as -i NAME=VALUE, and a local file as -i NAME=@path",
+        )
     if response.status_code != 200 or not isinstance(body, dict):
         detail = body.get("error") or body.get("detail") if isinstance(body, dict) else None
         raise SkiffError(
@@ -218,14 +221,15 @@ def _report(
 
 
 def _validation_message(body: Any) -> str:
+    """Cog's CLI lists each refused field as ``- NAME: message``; so does skiff."""
     details = body.get("detail") if isinstance(body, dict) else None
     if isinstance(details, list) and details:
         parts = []
         for item in details:
             loc = [str(x) for x in item.get("loc", []) if x not in ("body", "input")]
-            parts.append(f"{'.'.join(loc) or 'input'}: {item.get('msg', 'invalid')}")
-        return "invalid input: " + "; ".join(parts)
-    return f"invalid input: {body}"
+            parts.append(f"- {'.'.join(loc) or 'input'}: {item.get('msg', 'invalid')}")
+        return "the inputs you passed could not be validated:\n" + "\n".join(parts)
+    return f"the inputs you passed could not be validated: {body}"
 
 
 def _shown(path: Path, cwd: Path) -> str:

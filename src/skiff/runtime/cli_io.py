@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import mimetypes
 import os
 import re
+import secrets
 import urllib.parse
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +38,8 @@ def parse_inputs(items: list[str], schema: dict[str, Any], cwd: Path) -> dict[st
         name, sep, value = item.partition("=")
         if not sep or not name:
             raise InvalidInput(
-                f"cannot read the input {item!r}", "write inputs as -i NAME=VALUE (or NAME=@file)"
+                f"cannot read the input {item!r}: expected NAME=VALUE",
+                "write inputs as -i NAME=VALUE, or -i NAME=@path for a file",
             )
         if len(value) >= 2 and value.startswith('"') and value.endswith('"'):
             value = value[1:-1]
@@ -297,16 +301,36 @@ def write_data_url(url: str, destination: Path) -> Path:
 
 def go_json(value: Any) -> str:
     """JSON as Go's encoding/json writes it indented: sorted keys, ``<>&`` escaped, UTF-8 as
-    is, whole floats without a fraction."""
-    text = json.dumps(_go_numbers(value), indent=2, sort_keys=True, ensure_ascii=False)
-    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    is, and numbers as Go formats a float64 (``4`` for 4.0, ``0.00001``, ``1e-7``)."""
+    floats: list[str] = []
+    tag = secrets.token_hex(8)  # markers no string of the output can spell
+    text = json.dumps(
+        _go_numbers(value, floats, tag), indent=2, sort_keys=True, ensure_ascii=False
+    )
+    text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    # Each float stood in as a marker string; put Go's spelling of it back in its place.
+    marker = re.compile(rf'"\\u0000{tag}:(\d+)\\u0000"')
+    return marker.sub(lambda m: floats[int(m.group(1))], text)
 
 
-def _go_numbers(value: Any) -> Any:
-    if isinstance(value, float) and value.is_integer() and abs(value) < 1e21:
-        return int(value)
+def _go_numbers(value: Any, floats: list[str], tag: str) -> Any:
+    if isinstance(value, float) and math.isfinite(value):
+        if value.is_integer() and abs(value) < 1e21:
+            return int(value)
+        floats.append(_go_float(value))
+        return f"\x00{tag}:{len(floats) - 1}\x00"
     if isinstance(value, list):
-        return [_go_numbers(v) for v in value]
+        return [_go_numbers(v, floats, tag) for v in value]
     if isinstance(value, dict):
-        return {k: _go_numbers(v) for k, v in value.items()}
+        return {k: _go_numbers(v, floats, tag) for k, v in value.items()}
     return value
+
+
+def _go_float(number: float) -> str:
+    """strconv.FormatFloat(f, 'f' or 'e', -1, 64) as encoding/json picks and cleans it."""
+    if abs(number) < 1e-6 or abs(number) >= 1e21:
+        mantissa, _, exponent = repr(number).partition("e")
+        if not exponent:  # repr had no exponent: make one from the shortest digits
+            mantissa, _, exponent = f"{Decimal(repr(number)):e}".partition("e")
+        return f"{mantissa}e{exponent[0]}{exponent[1:].lstrip('0') or '0'}"
+    return format(Decimal(repr(number)), "f")
