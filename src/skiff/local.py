@@ -76,7 +76,14 @@ def _folder_plan(folder: Path, port: int, host: str) -> _Plan:
     cogconfig.predictor_ref(cfg)  # the predictor file exists (exit 2 with the field if not)
     cache = cache_dir()
     run_env = ensure_env(cfg, cache, lambda text: _say(f"warning: {text}"))
-    schema = schema_for_build(cfg.root, cfg.predict, str(run_env.python))
+    schema: dict[str, Any] | None
+    try:
+        schema = schema_for_build(cfg.root, cfg.predict, str(run_env.python))
+    except SkiffError as exc:
+        # Cog's server runs without a schema too (it validates nothing, and /openapi.json
+        # answers 503): a predictor skiff cannot describe still runs.
+        _say(f"warning: no schema for the predictor ({exc.message}): inputs are not validated")
+        schema = None
     work = make_srcdir(cfg.root, schema, cache)
     env = dict(os.environ)
     env.update(cfg.environment_vars)

@@ -22,8 +22,9 @@ SCHEMA_PATH = ".cog/openapi_schema.json"
 _STALE_AFTER_S = 24 * 3600
 
 
-def make_srcdir(folder: Path, schema: dict[str, Any], cache: Path) -> Path:
-    """A new working folder mirroring ``folder`` by links, with Cog's schema file in it."""
+def make_srcdir(folder: Path, schema: dict[str, Any] | None, cache: Path) -> Path:
+    """A new working folder mirroring ``folder`` by links, with Cog's schema file in it (none
+    if ``schema`` is None: coglet then validates nothing)."""
     parent = cache / "run" / "src"
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -33,7 +34,8 @@ def make_srcdir(folder: Path, schema: dict[str, Any], cache: Path) -> Path:
             if entry.name != ".cog":
                 (work / entry.name).symlink_to(entry)
         (work / ".cog").mkdir()
-        (work / SCHEMA_PATH).write_text(json.dumps(schema), encoding="utf-8")
+        if schema is not None:
+            (work / SCHEMA_PATH).write_text(json.dumps(schema), encoding="utf-8")
     except OSError as exc:
         raise BuildFailed(
             f"cannot prepare the model's working folder in the cache {parent}: {exc}",
