@@ -22,7 +22,7 @@ import httpx
 from skiff import config as cogconfig
 from skiff.errors import InvalidInput, SkiffError
 from skiff.runtime import cli_io
-from skiff.runtime.process import Server, Stopped, free_port, stop_on_signals
+from skiff.runtime.process import Server, Stopped, check_port, free_port, stop_on_signals
 
 STARTER_COG_YAML = """\
 # Configuration for skiff (and Cog): https://cog.run/yaml
@@ -250,9 +250,12 @@ def serve(target: str | None, folder: Path, port: int, host: str = "127.0.0.1") 
     """Cog's HTTP API on ``host:port`` until the server exits or skiff gets a signal."""
     try:
         with stop_on_signals():
+            check_port(host, port)
             plan = _plan(target, folder, port, host)
             try:
-                server = Server(plan.argv, plan.env, plan.cwd, port, capture=False, host=host)
+                server = Server(
+                    plan.argv, plan.env, plan.cwd, port, capture=True, show_all=True, host=host
+                )
                 server.start()
                 _say(f"Serving Cog's HTTP API on http://{host}:{port} (Ctrl-C to stop)")
                 try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -118,3 +119,18 @@ def _listening_ports(pids: list[int]) -> list[int]:
         if fields[3] == "0A" and fields[9] in inodes:  # LISTEN
             ports.append(int(fields[1].split(":")[1], 16))
     return ports
+
+
+def test_a_port_in_use_is_exit_2_before_the_model_starts(tmp_path: Path) -> None:
+    folder = copy_model("echo", tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "skiff.cli", "serve", "-C", str(folder), "--port", str(port)],
+            cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        )
+    assert done.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -27,7 +27,7 @@ from typing import IO, Any
 
 import httpx
 
-from skiff.errors import SkiffError
+from skiff.errors import InvalidInput, SkiffError
 
 GRACE_S = 10.0
 SETUP_TIMEOUT_S = 300.0
@@ -67,6 +67,19 @@ def stop_on_signals() -> Iterator[None]:
             signal.signal(sig, old)
 
 
+def check_port(host: str, port: int) -> None:
+    """Refuses a port another program listens on, before the model is started for nothing."""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+    except OSError as exc:
+        raise InvalidInput(
+            f"cannot listen on {host}:{port}: {exc.strerror}",
+            "choose another port with --port (or stop what listens there)",
+        ) from exc
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
@@ -90,6 +103,7 @@ class Server:
         port: int,
         *,
         capture: bool,
+        show_all: bool = False,
         host: str = "127.0.0.1",
     ) -> None:
         self.argv = list(argv)
@@ -97,6 +111,7 @@ class Server:
         self.cwd = cwd
         self.port = port
         self.capture = capture
+        self.show_all = show_all
         connect = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
         self.url = f"http://{connect}:{port}"
         self.messages: deque[str] = deque(maxlen=200)
@@ -136,7 +151,7 @@ class Server:
             message, show = _log_message(line)
             self.messages.append(message)
             # Once skiff stops the server, its complaints about the shutdown are not news.
-            if show and not self._stopping:
+            if (show or self.show_all) and not self._stopping:
                 sys.stderr.write(message + "\n")
                 sys.stderr.flush()
 
