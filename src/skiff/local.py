@@ -75,7 +75,7 @@ def _folder_plan(folder: Path, port: int, host: str) -> _Plan:
     cfg = cogconfig.load(folder)
     cogconfig.predictor_ref(cfg)  # the predictor file exists (exit 2 with the field if not)
     cache = cache_dir()
-    run_env = ensure_env(cfg, cache, lambda text: _say(f"warning: {text}"))
+    run_env = ensure_env(cfg, cache, lambda text: _say(f"warning: {text}"), _say)
     schema: dict[str, Any] | None
     try:
         schema = schema_for_build(cfg.root, cfg.predict, str(run_env.python))

@@ -75,6 +75,13 @@ def test_file_input_and_output_from_the_current_directory(tmp_path: Path) -> Non
     assert (work / "out" / "output.txt").read_text() == "SOME TEXT\n"
     assert "Written output to: out/output.txt" in done.stderr
     assert not (folder / "out").exists()
+    # --json: the whole response, the file output written and named by its path.
+    again = skiff("predict", "-C", folder, "-i", "document=@doc.txt", "-o", "out/again.txt",
+                  "--json", cwd=work)
+    assert again.returncode == 0, again.stderr
+    body = json.loads(again.stdout)
+    assert body["status"] == "succeeded" and body["output"] == "out/again.txt"
+    assert (work / "out" / "again.txt").read_text() == "SOME TEXT\n"
 
 
 def test_file_output_defaults_to_output_ext(tmp_path: Path) -> None:

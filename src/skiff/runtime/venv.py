@@ -97,8 +97,11 @@ def uv_env() -> dict[str, str]:
     return env
 
 
-def ensure_env(cfg: Config, cache: Path, warn: Callable[[str], None]) -> RunEnv:
-    """The model's environment, made by uv if the cache does not have it yet."""
+def ensure_env(
+    cfg: Config, cache: Path, warn: Callable[[str], None], say: Callable[[str], None]
+) -> RunEnv:
+    """The model's environment, made by uv if the cache does not have it yet (``say`` tells
+    the user so: the first run of a model with large packages takes a while)."""
     sdk = sdk_version(cfg)
     lines = requirement_lines(cfg, warn)
     python_version = cfg.build.python_version
@@ -111,6 +114,11 @@ def ensure_env(cfg: Config, cache: Path, warn: Callable[[str], None]) -> RunEnv:
         if (root / _COMPLETE).exists():  # another skiff made it while this one waited
             return env
         shutil.rmtree(root, ignore_errors=True)  # a half-made one, from an interrupted run
+        count = len([line for line in lines if line.strip() and not line.lstrip().startswith("#")])
+        say(
+            f"Preparing the model's environment (Python {python_version}, cog {sdk}, "
+            f"{count} requirement line{'s' if count != 1 else ''}); kept for the next run..."
+        )
         try:
             _create(root, python_version, sdk, lines, cfg.root)
         except BaseException:
