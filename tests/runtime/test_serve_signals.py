@@ -134,3 +134,24 @@ def test_a_port_in_use_is_exit_2_before_the_model_starts(tmp_path: Path) -> None
     assert done.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_second_ctrl_c_still_leaves_nothing_behind(tmp_path: Path) -> None:
+    folder = copy_model("echo", tmp_path)
+    port = free_port()
+    process = start_serve(folder, port, tmp_path)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", process)
+        tree = descendants(process.pid)
+        os.kill(process.pid, signal.SIGINT)
+        time.sleep(0.02)
+        os.kill(process.pid, signal.SIGINT)
+        process.wait(GONE_TIMEOUT_S)
+        assert wait_gone(tree) == []
+        assert port_is_free(port)
+        assert process.returncode == 128 + signal.SIGINT
+        assert "Traceback" not in process.communicate()[1]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

@@ -203,15 +203,32 @@ class Server:
         if process is None:
             return
         self._stopping = True
-        if process.poll() is None:
-            _signal_group(process.pid, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(grace)
-        # What is left of the group (a worker that ignored SIGTERM, or the server itself).
-        _signal_group(process.pid, signal.SIGKILL)
-        process.wait()
-        if self._reader is not None:
-            self._reader.join(2.0)
+        # A second Ctrl-C must not cut the stop short and leave the group running: the signals
+        # wait until it is done (bounded by the grace period), then act as usual.
+        blocked = _block(_STOP_SIGNALS)
+        try:
+            if process.poll() is None:
+                _signal_group(process.pid, signal.SIGTERM)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(grace)
+            # What is left of the group (a worker that ignored SIGTERM, or the server itself).
+            _signal_group(process.pid, signal.SIGKILL)
+            process.wait()
+            if self._reader is not None:
+                self._reader.join(2.0)
+        finally:
+            _unblock(blocked)
+
+
+def _block(signals: tuple[signal.Signals, ...]) -> set[int | signal.Signals] | None:
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+
+
+def _unblock(previous: set[int | signal.Signals] | None) -> None:
+    if previous is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _signal_group(pgid: int, sig: int) -> None:
