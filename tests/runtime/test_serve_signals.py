@@ -155,3 +155,21 @@ def test_a_second_ctrl_c_still_leaves_nothing_behind(tmp_path: Path) -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_sdk_version_in_cog_yaml_picks_cogs_runtime(tmp_path: Path) -> None:
+    folder = copy_model("echo", tmp_path)
+    text = (folder / "cog.yaml").read_text()
+    (folder / "cog.yaml").write_text(text.replace("build:\n", 'build:\n  sdk_version: "0.23.0"\n'))
+    port = free_port()
+    process = start_serve(folder, port, tmp_path)
+    try:
+        health = wait_ready(f"http://127.0.0.1:{port}", process)
+        version = health["version"]
+        assert isinstance(version, dict) and version["python_sdk"] == "0.23.0", version
+        os.kill(process.pid, signal.SIGTERM)
+        process.wait(GONE_TIMEOUT_S)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
