@@ -68,7 +68,6 @@ def _say(message: str) -> None:
 
 def _folder_plan(folder: Path, port: int, host: str) -> _Plan:
     from skiff.image.layout import cache_dir
-    from skiff.runtime import schema_for_build
     from skiff.runtime.srcdir import make_srcdir
     from skiff.runtime.venv import ensure_env
 
@@ -76,14 +75,7 @@ def _folder_plan(folder: Path, port: int, host: str) -> _Plan:
     cogconfig.predictor_ref(cfg)  # the predictor file exists (exit 2 with the field if not)
     cache = cache_dir()
     run_env = ensure_env(cfg, cache, lambda text: _say(f"warning: {text}"), _say)
-    schema: dict[str, Any] | None
-    try:
-        schema = schema_for_build(cfg.root, cfg.predict, str(run_env.python))
-    except SkiffError as exc:
-        # Cog's server runs without a schema too (it validates nothing, and /openapi.json
-        # answers 503): a predictor skiff cannot describe still runs.
-        _say(f"warning: no schema for the predictor ({exc.message}): inputs are not validated")
-        schema = None
+    schema, concurrency = _model_schema(cfg, run_env.sdk_version, str(run_env.python))
     work = make_srcdir(cfg.root, schema, cache)
     env = dict(os.environ)
     env.update(cfg.environment_vars)
@@ -98,8 +90,37 @@ def _folder_plan(folder: Path, port: int, host: str) -> _Plan:
         env["COG_TRAIN_TYPE_STUB"] = cfg.train
     if cfg.concurrency is not None and cfg.concurrency.max:
         env["COG_MAX_CONCURRENCY"] = str(cfg.concurrency.max)
+    elif concurrency is not None:
+        env["COG_MAX_CONCURRENCY"] = str(concurrency)
     argv = [str(run_env.python), "-m", "cog.server.http", "--host", host]
     return _Plan(argv, env, work, schema, cleanup=work)
+
+
+def _model_schema(
+    cfg: cogconfig.Config, sdk: str, python: str
+) -> tuple[dict[str, Any] | None, int | None]:
+    """The schema Cog's build would write (and ``@cog.concurrent``'s N), read from the source.
+
+    ``skiff.cogschema`` is Cog's own generator rule by rule: a predictor it cannot read is one
+    ``cog predict`` refuses too (exit 2). Without it, skiff's older generator; where that one
+    fails, Cog's server runs without a schema (it then validates nothing; /openapi.json is 503).
+    """
+    import importlib
+
+    try:
+        cogschema: Any = importlib.import_module("skiff.cogschema")
+    except ImportError:
+        cogschema = None
+    if cogschema is not None:
+        schema = cogschema.generate(cfg.root, cfg.predict, cfg.train, version=sdk)
+        return schema, cogschema.decorator_concurrency(cfg.root, cfg.predict, cfg.train)
+    from skiff.runtime import schema_for_build
+
+    try:
+        return schema_for_build(cfg.root, cfg.predict, python), None
+    except SkiffError as exc:
+        _say(f"warning: no schema for the predictor ({exc.message}): inputs are not validated")
+        return None, None
 
 
 def _image_plan(name: str, port: int, host: str) -> _Plan:
