@@ -193,3 +193,20 @@ def test_a_predictor_without_a_schema_from_skiff_still_runs(tmp_path: Path) -> N
     assert done.returncode == 0, done.stderr
     assert '"value": "2.5"' in done.stdout
     assert done.stdout.startswith("{\n") and done.stdout.endswith("}\n")
+
+
+def test_python_requirements_file_is_installed(tmp_path: Path) -> None:
+    folder = copy_model("structured", tmp_path)
+    text = (folder / "cog.yaml").read_text()
+    start = text.index("  python_packages:")
+    end = text.index("run:")
+    (folder / "cog.yaml").write_text(
+        text[:start] + "  python_requirements: requirements.txt\n" + text[end:]
+    )
+    (folder / "requirements.txt").write_text("# the model's packages\nsix==1.17.0\n")
+    done = skiff("predict", "-C", folder, "-i", "words=a", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert '"six": "1.17.0"' in done.stdout
+    assert not (folder / ".cog").exists()
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == ["cog.yaml", "predict.py", "requirements.txt"]
