@@ -116,6 +116,16 @@ def main() -> None:
                 run([SKIFF, "push", f"{host}/alice/prices:v1", "-C", example], expect=0)
                 step("Again: every step is cached, nothing runs, nothing is uploaded")
                 run([SKIFF, "push", f"{host}/alice/prices:v1", "-C", example], expect=0)
+
+                step("Run the pushed image: pulled, unpacked once, Cog's server under bubblewrap")
+                print(
+                    "As `cog predict IMAGE` does with Docker: the image's own Env, WorkingDir "
+                    "and Cmd; the\noutput alone on stdout, the model's setup on stderr.",
+                    flush=True,
+                )
+                document = '{"items": [{"price": 2}, {"price": 3.5}, {"price": 4.25}]}'
+                run([SKIFF, "predict", f"{host}/alice/prices:v1", "-i", f"document={document}"],
+                    expect=0)
         print("\nThe demo registry is stopped and its files are removed.")
 
 

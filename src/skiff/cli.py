@@ -307,21 +307,23 @@ def _reference_from_config(directory: Path, as_json: bool) -> str:
 
 
 def predict(args: argparse.Namespace) -> int:
-    """Run one prediction locally with Cog's API (the model's imports must be installed)."""
+    """Run one prediction with Cog's runtime: the model folder, or a built or pushed image."""
     from skiff import local
 
     try:
-        return local.predict(args.dir, args.input or [], args.output)
+        return local.predict(
+            args.image, args.dir, args.input or [], args.output, as_json=args.json
+        )
     except SkiffError as exc:
         fail(exc, False)
 
 
 def serve(args: argparse.Namespace) -> int:
-    """Serve Cog's HTTP API locally (POST /predictions, GET /openapi.json, ...)."""
+    """Serve Cog's HTTP API with Cog's runtime: the model folder, or a built or pushed image."""
     from skiff import local
 
     try:
-        return local.serve(args.dir, args.port, args.host)
+        return local.serve(args.image, args.dir, args.port, args.host)
     except SkiffError as exc:
         fail(exc, False)
 
@@ -466,16 +468,28 @@ def parser() -> argparse.ArgumentParser:
 
     p = _command(commands, predict)
     p.add_argument(
+        "image", nargs="?", metavar="IMAGE",
+        help="Run this image (a name from skiff build -t, or a reference) instead of the folder.",
+    )
+    p.add_argument(
         "-i", "--input", action="append", metavar="NAME=VALUE",
         help="An input: NAME=VALUE, or NAME=@path for a file input; repeatable.",
     )
     _dir(p)
     p.add_argument(
-        "-o", "--output", type=Path, default=Path("."), metavar="DIR",
-        help="Where file outputs are written (default: .).",
+        "-o", "--output", metavar="PATH",
+        help="Where the output is written: a file, or a folder for output.EXT "
+        "(default: file outputs to ./output.EXT, the rest on stdout).",
+    )
+    p.add_argument(
+        "--json", action="store_true", help="Print the whole prediction response as JSON."
     )
 
     p = _command(commands, serve)
+    p.add_argument(
+        "image", nargs="?", metavar="IMAGE",
+        help="Serve this image (a name from skiff build -t, or a reference) instead of the folder.",
+    )
     p.add_argument(
         "-p", "--port", type=int, default=5000, help="Port to listen on (default: 5000)."
     )

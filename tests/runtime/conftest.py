@@ -1,203 +1,125 @@
-"""Fixtures for the in-image runtime: real server subprocesses and local HTTP receivers."""
+"""Fixtures for ``skiff predict``/``skiff serve``: real Cog runtime (cog + coglet from PyPI).
+
+The wheels come from PyPI through uv, into one uv cache for the whole session, so each test's
+fresh SKIFF_CACHE_DIR makes its environment in about a second, without the network after the
+first test.
+"""
 
 from __future__ import annotations
 
-import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
-from skiff.runtime import runtime_dir
-
-FIXTURES = Path(__file__).parent / "fixtures"
-RUNTIME = runtime_dir()
-
-# The runtime imports `cog` top-level, as it will inside the image.
-if str(RUNTIME) not in sys.path:
-    sys.path.insert(0, str(RUNTIME))
+MODELS = Path(__file__).parent / "models"
+# A bound for every skiff command here: setup of these models takes a second or two.
+RUN_TIMEOUT_S = 180
+READY_TIMEOUT_S = 120.0
+GONE_TIMEOUT_S = 20.0
 
 
-def runtime_env(**extra: str) -> dict[str, str]:
-    """A minimal environment: only the runtime on the path, no proxies."""
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "PYTHONPATH": str(RUNTIME),
-        "NO_PROXY": "127.0.0.1,localhost",
-        "PYTHONUNBUFFERED": "1",
-    }
-    env.update(extra)
-    return env
+@pytest.fixture(scope="session")
+def uv_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("uv-cache")
 
 
-def python_stdlib_only() -> list[str]:
-    """The interpreter without site-packages (-S): proves the runtime needs only the stdlib."""
-    return [sys.executable, "-S"]
+@pytest.fixture(autouse=True)
+def _shared_uv_cache(uv_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("UV_CACHE_DIR", str(uv_cache))
+
+
+def copy_model(name: str, tmp_path: Path) -> Path:
+    """A copy of ``models/NAME``: what a run leaves behind shows in a folder of the test's."""
+    target = tmp_path / "models" / name
+    shutil.copytree(MODELS / name, target)
+    return target
+
+
+def skiff(
+    *args: str | Path, cwd: Path, timeout: float = RUN_TIMEOUT_S
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "skiff.cli", *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=os.environ.copy(),
+    )
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
-class CogServer:
-    """`python -m cog.server.http` in a fixture folder, on a free 127.0.0.1 port."""
-
-    def __init__(
-        self,
-        folder: str,
-        predictor: str | None = "predict.py:Predictor",
-        python: str = sys.executable,
-        args: tuple[str, ...] = (),
-        **env: str,
-    ):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        extra = {"PORT": str(self.port), **env}
-        if predictor is not None:
-            extra["COG_PREDICTOR"] = predictor
-        self.started = time.monotonic()
-        self.proc = subprocess.Popen(
-            [python, "-S", "-m", "cog.server.http", "--host", "127.0.0.1", *args],
-            cwd=FIXTURES / folder,
-            env=runtime_env(**extra),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.client = httpx.Client(base_url=self.url, timeout=10, trust_env=False)
-
-    def wait_listening(self, timeout: float = 5) -> float:
-        """Seconds from spawn until the first health-check answer."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited early:\n{self.output()}")
-            try:
-                self.client.get("/health-check")
-                return time.monotonic() - self.started
-            except httpx.TransportError:
-                time.sleep(0.02)
-        raise TimeoutError("server did not start listening")
-
-    def wait_status(self, status: str, timeout: float = 10) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        body: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            body = self.client.get("/health-check").json()
-            if body["status"] == status:
-                return body
-            time.sleep(0.02)
-        raise TimeoutError(f"health-check never said {status}: last {body}")
-
-    def output(self) -> str:
-        if self.proc.poll() is None:
-            return "(still running)"
-        return self.proc.stdout.read() if self.proc.stdout else ""
-
-    def stop(self) -> None:
-        self.client.close()
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc.stdout:
-            self.proc.stdout.close()
+def port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
-@pytest.fixture
-def start_server() -> Iterator[Any]:
-    """Factory: start_server(folder, **env) -> a READY CogServer; all are stopped after."""
-    servers: list[CogServer] = []
-
-    def start(folder: str, ready: bool = True, **kwargs: Any) -> CogServer:
-        server = CogServer(folder, **kwargs)
-        servers.append(server)
-        server.wait_listening()
-        if ready:
-            server.wait_status("READY")
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
-
-
-class Receiver:
-    """A local HTTP endpoint recording POSTed JSON (webhooks) and PUT bodies (uploads)."""
-
-    def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
-        self.uploads: dict[str, bytes] = {}
-        self.cond = threading.Condition()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _body(self) -> bytes:
-                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
-
-            def do_POST(self) -> None:
-                payload = json.loads(self._body())
-                with receiver.cond:
-                    receiver.events.append(payload)
-                    receiver.cond.notify_all()
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def do_PUT(self) -> None:
-                with receiver.cond:
-                    receiver.uploads[self.path] = self._body()
-                    receiver.cond.notify_all()
-                self.send_response(201)
-                self.send_header("Location", f"/stored{self.path}")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def do_GET(self) -> None:
-                data = receiver.uploads.get(self.path, b"")
-                self.send_response(200 if data else 404)
-                self.send_header("Content-Type", "text/plain")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(
-            target=lambda: self.server.serve_forever(poll_interval=0.05), daemon=True
-        )
-        self.thread.start()
-
-    def wait_for(self, predicate: Any, timeout: float = 10) -> list[dict[str, Any]]:
-        with self.cond:
-            if not self.cond.wait_for(lambda: predicate(self.events), timeout):
-                raise TimeoutError(f"webhook condition not met; events: {self.events}")
-            return list(self.events)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (children, grandchildren, ...), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
 
 
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.close()
+def alive(pid: int) -> bool:
+    """Whether ``pid`` is a process that has not exited (a zombie counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def wait_ready(url: str, process: subprocess.Popen[str]) -> dict[str, object]:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()[1]
+        try:
+            health: dict[str, object] = httpx.get(f"{url}/health-check", timeout=2).json()
+        except (httpx.HTTPError, ValueError):
+            time.sleep(0.2)
+            continue
+        if health.get("status") == "READY":
+            return health
+        time.sleep(0.2)
+    raise AssertionError("the server was not ready in time")
+
+
+def wait_gone(pids: list[int]) -> list[int]:
+    deadline = time.monotonic() + GONE_TIMEOUT_S
+    while time.monotonic() < deadline:
+        left = [pid for pid in pids if alive(pid)]
+        if not left:
+            return []
+        time.sleep(0.1)
+    return [pid for pid in pids if alive(pid)]

@@ -1,24 +1,10 @@
-"""The Cog-compatible runtime skiff installs in every image it builds.
+"""Running models with Cog's own runtime (``cog`` + ``coglet`` from PyPI), and the schema.
 
-The ``cog`` package beside this file uses only the standard library and only relative
-imports: the image builder copies that directory to the image's Python path, where it is
-imported as the top-level module ``cog``. ``local`` runs it from skiff (schema, predict).
+``skiff predict`` and ``skiff serve`` run Cog's server in a cached uv environment for a model
+folder (``venv``, ``srcdir``), or a built image under bubblewrap (``image``); ``process`` starts
+and stops it whole. ``schema_for_build`` is the build-time schema generator (``buildschema``).
 """
 
-from .local import (
-    predict_argv,
-    read_openapi_schema,
-    runtime_dir,
-    runtime_env,
-    schema_for_build,
-    serve_argv,
-)
+from .buildschema import read_openapi_schema, runtime_dir, schema_for_build
 
-__all__ = [
-    "predict_argv",
-    "read_openapi_schema",
-    "runtime_dir",
-    "runtime_env",
-    "schema_for_build",
-    "serve_argv",
-]
+__all__ = ["read_openapi_schema", "runtime_dir", "schema_for_build"]

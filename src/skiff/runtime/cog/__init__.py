@@ -1,6 +1,8 @@
-"""Cog-compatible predictor SDK, standard library only (installed by skiff in every image).
+"""The names of Cog's SDK that skiff's build-time schema generator needs, standard library only.
 
-``from cog import BasePredictor, Input, Path`` works as with Cog itself.
+Only ``skiff.runtime.buildschema`` imports it (as top-level ``cog``, to read a predictor's
+schema by importing it where the source alone is not enough). Models run with Cog's own
+``cog`` and ``coglet`` from PyPI, never with this.
 """
 
 from .exceptions import CancelationException

@@ -1,1 +1,0 @@
-"""Cog's HTTP prediction server (``python -m cog.server.http``)."""

@@ -1,5 +1,0 @@
-"""Where older predictors import it from: ``from cog.server.exceptions import ...``."""
-
-from ..exceptions import CancelationException
-
-__all__ = ["CancelationException"]
