@@ -89,16 +89,18 @@ def _debug_logging(enabled: bool) -> None:
 
 def check(args: argparse.Namespace) -> int:
     """Check that REFERENCE can be pushed to, without pushing anything."""
-    from skiff.preflight import Severity, run_preflight
+    from skiff.preflight import Intent, Severity, run_preflight
     from skiff.ui import CheckPrinter, print_json, print_report_footer, safe
 
     _debug_logging(args.debug)
     console = _console()
+    platform = _parse_platform(args.platform, args.json)
     if not args.json:
         console.print("Checking ", (safe(args.reference), "bold"))
     report = run_preflight(
         args.reference, model_dir=args.dir,
         on_result=None if args.json else CheckPrinter(console),
+        intent=Intent(str(platform), new_repository=args.new),
     )
     if args.json:
         print_json(report.to_json())
@@ -245,7 +247,7 @@ def push(args: argparse.Namespace) -> int:
     reference: str | None = args.reference
     if reference is None:
         reference = _reference_from_config(args.dir, as_json)
-    options = PushOptions(build=_build_options(args, as_json=as_json))
+    options = PushOptions(build=_build_options(args, as_json=as_json), new_repository=args.new)
     if not as_json:
         console.print("Pushing ", (safe(reference), "bold"))
     events = PushProgress(console, show_checks=True) if not as_json else None
@@ -379,6 +381,13 @@ def _json(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="Print one JSON document on stdout.")
 
 
+def _new(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--new", action="store_true",
+        help="A new repository is meant, even one a typo away from a known destination.",
+    )
+
+
 def _debug(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--debug", action="store_true",
@@ -419,6 +428,11 @@ def parser() -> argparse.ArgumentParser:
         "reference", metavar="REFERENCE", help="Where the image would go, e.g. ghcr.io/me/model:v1"
     )
     _dir(p, "Model folder whose cog.yaml is checked too")
+    p.add_argument(
+        "--platform", default="linux/amd64", metavar="OS/ARCH",
+        help="Platform the image would be built for (default: linux/amd64).",
+    )
+    _new(p)
     _json(p)
     _debug(p)
 
@@ -447,6 +461,7 @@ def parser() -> argparse.ArgumentParser:
         help="Destination, e.g. r8.im/me/model (default: image: in cog.yaml)",
     )
     _build_flags(p)
+    _new(p)
     _json(p)
     _debug(p)
 

@@ -17,12 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from skiff import known
 from skiff import reference as refs
 from skiff.auth import dockerconfig
 from skiff.digest import Digest
 from skiff.errors import DestinationRejected, InvalidInput, SkiffError, UploadFailed
 from skiff.image.options import BuildOptions
-from skiff.preflight import CheckResult, Report, Severity, run_preflight
+from skiff.preflight import CheckResult, Intent, Report, Severity, run_preflight
 from skiff.registry.client import RegistryClient
 from skiff.registry.errors import RegistryError
 from skiff.registry.transport import TransportOptions
@@ -105,6 +106,7 @@ class PushOptions:
     build: BuildOptions = field(default_factory=BuildOptions)
     parallel: int = 3  # blobs in flight at once, as peers do
     chunk_size: int | None = None
+    new_repository: bool = False  # --new: a repository that does not exist yet is meant
 
 
 @dataclass(frozen=True)
@@ -175,7 +177,8 @@ def push(
     # Preflight first, alone: the builder's imports (cog.yaml's schema, the image code) would
     # hold the interpreter while preflight waits for the registry, delaying a rejection, and
     # the build work they could overlap is a small part of any build.
-    report = run_preflight(text, model_dir=folder, on_result=events.check)
+    report = run_preflight(text, model_dir=folder, on_result=events.check, intent=Intent(
+        str(options.build.platform), options.new_repository))
     _raise_if_failed(report)
     assert report.reference is not None
     ref = refs.parse(report.reference)
@@ -410,6 +413,7 @@ class _Uploader:
             ) from None
         order = {layer.descriptor.digest: i for i, layer in enumerate(image.layers)}
         results.sort(key=lambda r: order.get(r.digest, len(order)))
+        known.record(self.ref, digest)  # where it went, for the typo check of later pushes
         return PushResult(
             self.ref, digest, results, report, image.warnings, time.perf_counter() - started
         )

@@ -3,6 +3,7 @@ credentials, token scope, the write probe, the tag."""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 from skiff import reference as refs
@@ -216,9 +217,46 @@ class TagState:
             raise CheckFailed(exc.message, exc.hint) from None
         context.facts["tag_exists"] = found is not None
         if found is None:
+            # A new tag: is the repository new too? (A typo of a known one would be.)
+            with contextlib.suppress(RegistryError):  # unknown: then no typo is claimed
+                context.facts["repository_exists"] = client.has_tags()
+            if context.facts.get("repository_exists") is False:
+                return f"{ref.identifier} is new, and so is the repository"
             return f"{ref.identifier} is new"
+        context.facts["repository_exists"] = True
         digest = f" ({found.digest})" if found.digest else ""
         return f"{ref.identifier} exists{digest} and will be replaced"
+
+
+@dataclass
+class KnownDestination:
+    """A repository that does not exist yet, a typo away from one skiff has pushed to, is
+    probably that one misspelt: registries that create repositories on push would create the
+    wrong one after a long upload. ``--new`` says a new repository is meant."""
+
+    name: str = "known destinations"
+
+    def run(self, context: Context) -> str:
+        from skiff import known
+
+        ref = context.require_reference()
+        exists = context.facts.get("repository_exists")
+        if exists is True:
+            raise CheckSkipped("the repository exists")
+        if exists is None:
+            raise CheckSkipped("the registry did not say whether the repository exists")
+        if context.intent.new_repository:
+            return f"{ref.repository} is a new repository (--new)"
+        close = known.near(ref.repository)
+        if close is None:
+            return f"{ref.repository} is new, and not close to any repository pushed to before"
+        suggestion = close.repository + (f":{ref.tag}" if ref.tag else "")
+        context.facts["suggestion"] = suggestion
+        raise CheckFailed(
+            f"repository {ref.repository} does not exist yet; did you mean {close.repository} "
+            f"({close.describe()})?",
+            f"push to {suggestion}; or, if a new repository is meant, add --new",
+        )
 
 
 def destination_checks() -> list[Check]:
@@ -230,6 +268,7 @@ def destination_checks() -> list[Check]:
         TokenScope(),
         WriteProbe(),
         TagState(),
+        KnownDestination(),
     ]
 
 
