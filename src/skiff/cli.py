@@ -20,6 +20,7 @@ from skiff import __version__
 from skiff.errors import BuildFailed, DestinationRejected, InvalidInput, SkiffError, UploadFailed
 
 if TYPE_CHECKING:
+    from skiff.destinations import CogDestination, Resolved
     from skiff.image.oci import Platform
     from skiff.image.options import BuildOptions
     from skiff.ui import Console
@@ -94,18 +95,27 @@ def check(args: argparse.Namespace) -> int:
 
     _debug_logging(args.debug)
     console = _console()
-    platform = _parse_platform(args.platform, args.json)
+    # The image code (to parse a platform) is imported only for one other than the default.
+    platform = args.platform
+    if platform != "linux/amd64":
+        platform = str(_parse_platform(platform, args.json))
+    resolved = _destination(args.reference, args.dir, args.json)
     if not args.json:
-        console.print("Checking ", (safe(args.reference), "bold"))
+        console.print("Checking ", (safe(resolved.describe()), "bold"))
     report = run_preflight(
-        args.reference, model_dir=args.dir,
+        resolved.reference, model_dir=args.dir,
         on_result=None if args.json else CheckPrinter(console),
-        intent=Intent(str(platform), new_repository=args.new),
+        intent=Intent(platform, new_repository=args.new),
     )
     if args.json:
-        print_json(report.to_json())
+        document = report.to_json()
+        if resolved.name is not None:
+            document["destination"] = resolved.name
+        print_json(document)
     else:
-        print_report_footer(console, report, f"ready: skiff push {report.reference}")
+        print_report_footer(
+            console, report, f"ready: skiff push {resolved.name or report.reference}"
+        )
     failure = report.failure
     if failure is None:
         return EXIT_OK
@@ -244,12 +254,11 @@ def push(args: argparse.Namespace) -> int:
     as_json: bool = args.json
     _debug_logging(args.debug)
     console = _console()
-    reference: str | None = args.reference
-    if reference is None:
-        reference = _reference_from_config(args.dir, as_json)
+    resolved = _destination(args.reference, args.dir, as_json)
+    reference = resolved.reference
     options = PushOptions(build=_build_options(args, as_json=as_json), new_repository=args.new)
     if not as_json:
-        console.print("Pushing ", (safe(reference), "bold"))
+        console.print("Pushing ", (safe(resolved.describe()), "bold"))
     events = PushProgress(console, show_checks=True) if not as_json else None
     try:
         if events is not None:
@@ -282,21 +291,29 @@ def push(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _reference_from_config(directory: Path, as_json: bool) -> str:
-    from skiff import config
+def _destination(text: str | None, directory: Path, as_json: bool) -> Resolved:
+    """Where the command goes: a reference, a name from skiff.yaml, or cog.yaml's own."""
+    from skiff import destinations
 
+    try:
+        cog = _reference_from_config(directory, as_json) if text is None else None
+        return destinations.resolve(text, directory, cog)
+    except SkiffError as exc:
+        fail(exc, as_json)
+
+
+def _reference_from_config(directory: Path, as_json: bool) -> CogDestination | None:
+    """cog.yaml's image: and model: (None without a cog.yaml: skiff.yaml may still name one)."""
+    from skiff import config
+    from skiff.destinations import CogDestination
+
+    if not (directory / config.FILENAME).is_file():
+        return None
     try:
         cfg = config.load(directory)
     except SkiffError as exc:
         fail(exc, as_json)
-    if not cfg.image:
-        fail(
-            InvalidInput(
-                "no destination: give one (skiff push REGISTRY/NAME) or set image: in cog.yaml"
-            ),
-            as_json,
-        )
-    return cfg.image
+    return CogDestination(cfg.image, cfg.model)
 
 
 def predict(args: argparse.Namespace) -> int:
@@ -425,7 +442,8 @@ def parser() -> argparse.ArgumentParser:
 
     p = _command(commands, check)
     p.add_argument(
-        "reference", metavar="REFERENCE", help="Where the image would go, e.g. ghcr.io/me/model:v1"
+        "reference", metavar="REFERENCE",
+        help="Where the image would go, e.g. ghcr.io/me/model:v1, or a name from skiff.yaml",
     )
     _dir(p, "Model folder whose cog.yaml is checked too")
     p.add_argument(
@@ -458,7 +476,8 @@ def parser() -> argparse.ArgumentParser:
     p = _command(commands, push)
     p.add_argument(
         "reference", nargs="?", metavar="REFERENCE",
-        help="Destination, e.g. r8.im/me/model (default: image: in cog.yaml)",
+        help="Destination, e.g. r8.im/me/model, or a name from skiff.yaml "
+        "(default: model: or image: in cog.yaml, or skiff.yaml's only destination)",
     )
     _build_flags(p)
     _new(p)
