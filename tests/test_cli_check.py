@@ -397,4 +397,4 @@ def test_arm64_to_replicate_is_refused_before_any_build(
     document = checked.json()
     assert document["error"] == "Replicate runs linux/amd64 images only, not linux/arm64"
     statuses = {c["name"]: c["status"] for c in document["checks"]}  # type: ignore[union-attr]
-    assert statuses["replicate platform"] == "failed" and statuses["registry"] == "skipped"
+    assert statuses["platform"] == "failed" and statuses["registry"] == "skipped"

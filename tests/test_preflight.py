@@ -315,7 +315,7 @@ def test_platform_check_runs_after_the_registrys_and_refines_failures(
     # The destination's checks, the platform's (a rejection is told before cog.yaml is read),
     # then the model folder's.
     assert [r.name for r in report.results][-4:] == [
-        "tag", "known destinations", "extra", "cog.yaml"
+        "tag", "typo", "extra", "cog.yaml"
     ]
     assert report.ok
     push_tiny_image(plain_registry, "a/b")

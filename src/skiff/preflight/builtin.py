@@ -234,7 +234,7 @@ class KnownDestination:
     probably that one misspelt: registries that create repositories on push would create the
     wrong one after a long upload. ``--new`` says a new repository is meant."""
 
-    name: str = "known destinations"
+    name: str = "typo"
 
     def run(self, context: Context) -> str:
         from skiff import known

@@ -33,7 +33,7 @@ class ServedPlatform:
     """r8.im serves linux/amd64 only: an image for another platform would upload in full and
     then never run, so it is refused before any build. Needs no network."""
 
-    name: str = "replicate platform"
+    name: str = "platform"
 
     def run(self, context: Context) -> str:
         wanted = context.intent.platform
