@@ -219,3 +219,17 @@ def test_token_registry_alice_typo_caught(
     # Where alice may not push at all, that is what she is told, not a typo.
     denied = run("check", f"{host}/bob/sdxl-turbo:v1")
     assert denied.returncode == 3 and "may not push" in denied.stderr
+
+
+def test_a_malformed_typo_is_corrected_to_the_known_destination(hermetic_env: Path) -> None:
+    """``sdxI`` (a capital i) is no valid path; lowercased it would be ``sdxi``, a new repository:
+    the known ``sdxl`` is what was meant. Told before the registry is asked (exit 2)."""
+    known.record(parse("127.0.0.1:1/acme/sdxl:v1"), DIGEST)
+    done = run("check", "127.0.0.1:1/acme/sdxI:v2", "--json")
+    assert done.returncode == 2
+    document = json.loads(done.stdout)
+    assert document["suggestion"] == "127.0.0.1:1/acme/sdxl:v2"
+    assert document["hint"].startswith("did you mean 127.0.0.1:1/acme/sdxl:v2 (pushed once, last ")
+    # Without a known destination near it, the plain correction.
+    plain = run("check", "127.0.0.1:1/acme/Whisper", "--json")
+    assert json.loads(plain.stdout)["suggestion"] == "127.0.0.1:1/acme/whisper"

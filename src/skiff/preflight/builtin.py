@@ -50,10 +50,30 @@ class ReferenceSyntax:
             context.reference = refs.parse(context.text)
         except refs.ReferenceError as exc:
             hint = exc.hint
-            if exc.suggestion:
-                hint = f"did you mean {exc.suggestion}?" + (f" ({hint})" if hint else "")
+            suggestion = _known_instead(exc.suggestion)
+            if suggestion:
+                hint = f"did you mean {suggestion}?" + (f" ({hint})" if hint else "")
+                context.facts["suggestion"] = suggestion.split(" (", 1)[0]
             raise CheckFailed(exc.message, hint, Severity.INPUT) from None
         return f"{context.reference}"
+
+
+def _known_instead(suggestion: str | None) -> str | None:
+    """The corrected reference, or the known destination it is a typo of: ``acme/sdxI`` is
+    lowercased to ``acme/sdxi``, but ``acme/sdxl``, pushed to before, is what was meant."""
+    if suggestion is None:
+        return None
+    from skiff import known
+
+    try:
+        fixed = refs.parse(suggestion)
+    except refs.ReferenceError:
+        return suggestion
+    close = known.near(fixed.repository)
+    if close is None:
+        return suggestion
+    tag = f":{fixed.tag}" if fixed.tag else ""
+    return f"{close.repository}{tag} ({close.describe()})"
 
 
 @dataclass
