@@ -107,6 +107,10 @@ def main() -> None:
             step("--new says a new repository is meant: the check passes (exit 0)")
             run([SKIFF, "check", f"{host}/alice/helo:v1", "--new"], expect=0)
 
+            step("One push, two destinations: checked first, built once, the copy mounted")
+            run([SKIFF, "push", f"{host}/alice/hello:v2", f"{host}/alice/hello-copy:v1",
+                 "-C", str(ROOT / "examples/hello")], expect=0)
+
             if "--quick" not in sys.argv:
                 step("A model with a system package (jq) and a run step, on a Debian base")
                 print(

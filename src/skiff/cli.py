@@ -254,7 +254,9 @@ def push(args: argparse.Namespace) -> int:
     as_json: bool = args.json
     _debug_logging(args.debug)
     console = _console()
-    resolved = _destination(args.reference, args.dir, as_json)
+    if len(args.reference) > 1:
+        return _push_several(args, console)
+    resolved = _destination(args.reference[0] if args.reference else None, args.dir, as_json)
     reference = resolved.reference
     options = PushOptions(build=_build_options(args, as_json=as_json), new_repository=args.new)
     if not as_json:
@@ -289,6 +291,67 @@ def push(args: argparse.Namespace) -> int:
     )
     print(result.pinned, flush=True)
     return EXIT_OK
+
+
+def _push_several(args: argparse.Namespace, console: Console) -> int:
+    """``skiff push REF1 REF2 ...``: every destination checked first, then one build for all."""
+    from skiff.fanout import SeveralRefused, push_all, unique
+    from skiff.push import PushOptions
+    from skiff.ui import PushProgress, human_bytes, print_error, print_json, safe
+
+    as_json: bool = args.json
+    targets = unique([_destination(text, args.dir, as_json) for text in args.reference])
+    options = PushOptions(build=_build_options(args, as_json=as_json), new_repository=args.new)
+    if not as_json:
+        console.print(f"Pushing to {len(targets)} destinations: "
+                      + ", ".join(safe(t.describe()) for t in targets))
+
+    def tell(target: Resolved, phase: str) -> None:
+        if not as_json:
+            console.print(f"{phase.capitalize()} ", (safe(target.describe()), "bold"))
+
+    events = PushProgress(console, show_checks=True) if not as_json else None
+    try:
+        if events is not None:
+            with events:
+                deliveries = push_all(args.dir, targets, options, events=events,
+                                      on_destination=tell)
+        else:
+            deliveries = push_all(args.dir, targets, options)
+    except SeveralRefused as exc:
+        if as_json:
+            print_json(exc.to_json())
+        else:
+            for target, report in exc.reports:
+                failure = report.failure
+                if failure is not None:
+                    print_error(console, f"{target.describe()}: {failure.message}", failure.hint)
+            print_error(console, exc.summary, exc.hint)
+        return EXIT_INPUT if exc.input_only else EXIT_REJECTED
+    except SkiffError as exc:
+        fail(exc, as_json)
+    failed = [d for d in deliveries if d.error is not None]
+    if as_json:
+        digests = {str(d.result.digest) for d in deliveries if d.result is not None}
+        print_json({
+            "ok": not failed,
+            "digest": digests.pop() if len(digests) == 1 else None,
+            "destinations": [d.to_json() for d in deliveries],
+        })
+    else:
+        for delivery in deliveries:
+            where = safe(delivery.destination.describe())
+            if delivery.result is not None:
+                result = delivery.result
+                console.print(f"pushed {where} in {result.elapsed_s:.1f} s: "
+                              f"{human_bytes(result.bytes_uploaded)} uploaded")
+                print(result.pinned, flush=True)
+            elif delivery.error is not None:
+                print_error(console, f"{where}: {delivery.error.message}", delivery.error.hint)
+    if not failed:
+        return EXIT_OK
+    codes = [exit_code(d.error) for d in failed if d.error is not None]
+    return EXIT_UPLOAD if EXIT_UPLOAD in codes else codes[0]
 
 
 def _destination(text: str | None, directory: Path, as_json: bool) -> Resolved:
@@ -475,9 +538,10 @@ def parser() -> argparse.ArgumentParser:
 
     p = _command(commands, push)
     p.add_argument(
-        "reference", nargs="?", metavar="REFERENCE",
-        help="Destination, e.g. r8.im/me/model, or a name from skiff.yaml "
-        "(default: model: or image: in cog.yaml, or skiff.yaml's only destination)",
+        "reference", nargs="*", metavar="REFERENCE",
+        help="Destination, e.g. r8.im/me/model, or a name from skiff.yaml; several: all are "
+        "checked first, then one build goes to each (default: model: or image: in cog.yaml, "
+        "or skiff.yaml's only destination)",
     )
     _build_flags(p)
     _new(p)

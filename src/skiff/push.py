@@ -107,6 +107,9 @@ class PushOptions:
     parallel: int = 3  # blobs in flight at once, as peers do
     chunk_size: int | None = None
     new_repository: bool = False  # --new: a repository that does not exist yet is meant
+    # Repositories of the destination's registry that hold this image already (an earlier
+    # destination of the same push): every blob is mounted from there rather than uploaded.
+    mount_from: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -357,7 +360,7 @@ class _Uploader:
             done[0] += n
             self.events.blob_progress(blob.digest, done[0])
 
-        mount = self.mount_from if role == "base" else ()
+        mount = (self.mount_from if role == "base" else ()) + self.options.mount_from
         result = push_blob(
             self.client, blob, mount_from=mount, chunk_size=self.options.chunk_size,
             on_progress=progress, cancellation=self.cancellation,
