@@ -233,3 +233,18 @@ def test_a_malformed_typo_is_corrected_to_the_known_destination(hermetic_env: Pa
     # Without a known destination near it, the plain correction.
     plain = run("check", "127.0.0.1:1/acme/Whisper", "--json")
     assert json.loads(plain.stdout)["suggestion"] == "127.0.0.1:1/acme/whisper"
+
+
+def test_the_least_recently_pushed_are_forgotten_beyond_the_limit(
+    hermetic_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(known, "MAX_ENTRIES", 3)
+    path = hermetic_env / known.FILENAME
+    old = {f"r8.im/acme/m{i}": {"reference": f"r8.im/acme/m{i}", "digest": DIGEST,
+                                "last": f"2026-01-0{i + 1}T00:00:00Z", "count": 1}
+           for i in range(3)}  # fmt: skip
+    path.write_text(json.dumps({"version": 1, "destinations": old}))
+    known.record(parse("r8.im/acme/new"), DIGEST)
+    assert sorted(k.repository for k in known.load()) == [
+        "r8.im/acme/m1", "r8.im/acme/m2", "r8.im/acme/new"
+    ]

@@ -25,6 +25,9 @@ from skiff.reference import Reference, Repository
 
 FILENAME = "known-destinations.json"
 VERSION = 1
+# Beyond this many repositories the least recently pushed are forgotten: the file stays small,
+# and a destination unused for that long is no longer one a typo is likely to aim at.
+MAX_ENTRIES = 500
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,9 @@ def _record(reference: Reference, digest: str, path: Path) -> None:
             "last": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "count": (previous.count if previous else 0) + 1,
         }
+        if len(entries) > MAX_ENTRIES:
+            recent = sorted(entries, key=lambda k: str(entries[k].get("last", "")), reverse=True)
+            entries = {k: entries[k] for k in recent[:MAX_ENTRIES]}
         document = {"version": VERSION, "destinations": dict(sorted(entries.items()))}
         write_atomic(path, (json.dumps(document, indent=2) + "\n").encode())
 
