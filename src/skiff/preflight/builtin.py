@@ -3,7 +3,6 @@ credentials, token scope, the write probe, the tag."""
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 from skiff import reference as refs
@@ -237,11 +236,6 @@ class TagState:
             raise CheckFailed(exc.message, exc.hint) from None
         context.facts["tag_exists"] = found is not None
         if found is None:
-            # A new tag: is the repository new too? (A typo of a known one would be.)
-            with contextlib.suppress(RegistryError):  # unknown: then no typo is claimed
-                context.facts["repository_exists"] = client.has_tags()
-            if context.facts.get("repository_exists") is False:
-                return f"{ref.identifier} is new, and so is the repository"
             return f"{ref.identifier} is new"
         context.facts["repository_exists"] = True
         digest = f" ({found.digest})" if found.digest else ""
@@ -260,16 +254,22 @@ class KnownDestination:
         from skiff import known
 
         ref = context.require_reference()
-        exists = context.facts.get("repository_exists")
-        if exists is True:
+        if context.facts.get("repository_exists") is True:
             raise CheckSkipped("the repository exists")
-        if exists is None:
-            raise CheckSkipped("the registry did not say whether the repository exists")
         if context.intent.new_repository:
-            return f"{ref.repository} is a new repository (--new)"
+            return f"{ref.repository} may be a new repository (--new)"
         close = known.near(ref.repository)
         if close is None:
-            return f"{ref.repository} is new, and not close to any repository pushed to before"
+            return f"{ref.repository} is not close to any repository pushed to before"
+        # Only now, near a known one, is the registry asked whether the repository is new: the
+        # usual push pays nothing for this check.
+        client = context.require_client()
+        try:
+            exists = client.has_tags()
+        except RegistryError:
+            raise CheckSkipped("the registry did not say whether the repository exists") from None
+        if exists:
+            return f"{ref.repository} exists, near {close.repository}"
         suggestion = close.repository + (f":{ref.tag}" if ref.tag else "")
         context.facts["suggestion"] = suggestion
         raise CheckFailed(
