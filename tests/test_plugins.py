@@ -261,6 +261,12 @@ def test_missing_model_of_another_owner_fails_with_the_reason(
     assert "'bob' is not the account of REPLICATE_API_TOKEN ('alice')" in info.value.message
     assert "will not create it" in info.value.message
     assert info.value.hint is not None and "r8.im/alice/model" in info.value.hint
+    assert "--new" in info.value.hint
+    # --new: the user says bob is an organisation of theirs (Replicate's API cannot tell).
+    meant = replace(context_for("r8.im/bob/model"), intent=Intent(new_repository=True))
+    assert "if 'alice' belongs to the organisation 'bob' (--new)" in ModelExists(
+        replicate_api.url
+    ).run(meant)
 
 
 def test_organization_token_cannot_create_elsewhere(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -89,12 +89,19 @@ class ModelExists:
                 f"organization {username!r}, not to {owner!r}: Replicate will not create it",
                 f"push to r8.im/{username}/{model}, or use a token of {owner!r}",
             )
+        if context.intent.new_repository:
+            # Replicate's API does not list a user's organisations: --new is the user's word.
+            return (
+                f"model {path} does not exist yet: Replicate creates it on the first push if "
+                f"{username!r} belongs to the organisation {owner!r} (--new)"
+            )
         raise CheckFailed(
             f"model {path} does not exist, and {owner!r} is not the account of "
             f"REPLICATE_API_TOKEN ({username!r}) nor visible to it: Replicate will not "
             "create it there",
-            f"check the owner's spelling; push to r8.im/{username}/{model}; or, for an "
-            f"organisation you belong to, create the model first at https://replicate.com/create",
+            f"check the owner's spelling, or push to r8.im/{username}/{model}; if {owner!r} is "
+            "an organisation you belong to, add --new (or create the model first at "
+            "https://replicate.com/create)",
         )
 
     def _get(self, path: str, token: str) -> tuple[int, Any]:
