@@ -229,3 +229,36 @@ def test_push_without_any_destination_exits_2(tmp_path: Path) -> None:
     done = run("push", "-C", str(tmp_path))
     assert done.returncode == 2
     assert "no destination: give one" in done.stderr
+
+
+def test_push_without_argument_goes_to_cog_yaml_model_with_cog_model_tag(
+    plain_registry: RegistryServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real push of the example model, as Cog 0.23 resolves its destination."""
+    import shutil
+
+    from support import push_tiny_image
+
+    push_tiny_image(plain_registry, "base/tiny", "1")
+    monkeypatch.setenv("SKIFF_BASE_IMAGE", f"{plain_registry.host}/base/tiny:1")
+    model = tmp_path / "hello"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "examples" / "hello", model)
+    cog_yaml = model / "cog.yaml"
+    cog_yaml.write_text(cog_yaml.read_text() + f"model: {plain_registry.host}/acme/hello\n")
+    tagged = run("push", "-C", str(model), "--json", env={"COG_MODEL_TAG": "v7"})
+    assert tagged.returncode == 0, tagged.stderr
+    assert json.loads(tagged.stdout)["reference"] == f"{plain_registry.host}/acme/hello:v7"
+    stamped = run("push", "-C", str(model))  # no tag: Cog's timestamp tag
+    assert stamped.returncode == 0, stamped.stderr
+    tags = set(plain_registry.tags("acme/hello"))
+    assert "v7" in tags and any(re.fullmatch(r"\d{8}T\d{6}Z", t) for t in tags), tags
+
+
+def test_the_same_destination_twice_is_pushed_once(tmp_path: Path) -> None:
+    from skiff.fanout import unique
+
+    write(tmp_path, "destinations:\n  prod: r8.im/acme/sdxl\n")
+    named = destinations.resolve("prod", tmp_path)
+    assert unique([named, Resolved("R8.im/acme/sdxl"), Resolved("r8.im/acme/other")]) == [
+        named, Resolved("r8.im/acme/other")
+    ]

@@ -81,8 +81,12 @@ def unique(destinations: Sequence[Resolved]) -> list[Resolved]:
     seen: set[str] = set()
     kept: list[Resolved] = []
     for destination in destinations:
-        if destination.reference not in seen:
-            seen.add(destination.reference)
+        try:
+            key = str(refs.parse(destination.reference))
+        except refs.ReferenceError:
+            key = destination.reference  # preflight tells what is wrong with it
+        if key not in seen:
+            seen.add(key)
             kept.append(destination)
     return kept
 
