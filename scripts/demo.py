@@ -101,6 +101,16 @@ def main() -> None:
             run([SKIFF, "push", f"{host}/alice/hello:v1", "-C", str(ROOT / "examples/hello")],
                 expect=0)
 
+            step("A typo of a destination pushed to before: refused before any build (exit 3)")
+            run([SKIFF, "push", f"{host}/alice/helo:v1", "-C", str(ROOT / "examples/hello")],
+                expect=3)
+            step("--new says a new repository is meant: the check passes (exit 0)")
+            run([SKIFF, "check", f"{host}/alice/helo:v1", "--new"], expect=0)
+
+            step("One push, two destinations: checked first, built once, the copy mounted")
+            run([SKIFF, "push", f"{host}/alice/hello:v2", f"{host}/alice/hello-copy:v1",
+                 "-C", str(ROOT / "examples/hello")], expect=0)
+
             if "--quick" not in sys.argv:
                 step("A model with a system package (jq) and a run step, on a Debian base")
                 print(

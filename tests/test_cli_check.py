@@ -377,3 +377,24 @@ def test_hostile_error_text_cannot_drive_the_terminal() -> None:
     assert "\\x1b[2J" in run.stderr
     assert "\nok      fake line" not in run.stderr
     assert len(run.stderr) < 3000
+
+
+def test_arm64_to_replicate_is_refused_before_any_build(
+    tmp_path: Path, hermetic_env: Path
+) -> None:
+    """r8.im runs linux/amd64 only: known from the reference alone, so no registry is asked
+    (r8.im cannot be reached from here) and nothing is built."""
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "cog.yaml").write_text("build:\n  python_version: '3.11'\npredict: predict.py:P\n")
+    (model / "predict.py").write_text("class P:\n    def predict(self) -> str:\n        return 1\n")
+    pushed = skiff("push", "r8.im/alice/model", "--platform", "linux/arm64", "-C", str(model))
+    assert pushed.code == 3, pushed.output
+    assert "Replicate runs linux/amd64 images only, not linux/arm64" in pushed.stderr
+    assert list(hermetic_env.iterdir()) == []  # no build, no cache
+    checked = skiff("check", "r8.im/alice/model", "--platform", "linux/arm64", "--json")
+    assert checked.code == 3
+    document = checked.json()
+    assert document["error"] == "Replicate runs linux/amd64 images only, not linux/arm64"
+    statuses = {c["name"]: c["status"] for c in document["checks"]}  # type: ignore[union-attr]
+    assert statuses["platform"] == "failed" and statuses["registry"] == "skipped"

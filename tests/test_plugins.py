@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from skiff.preflight import CheckFailed, CheckResult, CheckSkipped, Context, Status
+from skiff.preflight import CheckFailed, CheckResult, CheckSkipped, Context, Intent, Status
 from skiff.preflight.plugins import load_extensions
 from skiff.preflight.plugins.dockerhub import DockerHub
 from skiff.preflight.plugins.ecr import ECR
@@ -155,16 +155,30 @@ def test_refine_changes_only_the_hint() -> None:
 
 
 # -- Replicate's model check, against a stand-in of its API ------------------------------------
+#
+# The stand-in is a small HTTP server of this test's own on 127.0.0.1, playing Replicate's API
+# (api.replicate.com cannot be reached from here): GET /v1/models/OWNER/NAME and GET /v1/account,
+# with the status codes and JSON fields Replicate documents.
 
 
 class StandIn:
-    """Replicate's ``GET /v1/models/OWNER/NAME`` as documented: 200 with the model, 404 for an
-    unknown model, 401 for a bad token."""
+    """A stand-in for Replicate's API: ``GET /v1/models/OWNER/NAME`` (200 with the model, 404 for
+    an unknown one) and ``GET /v1/account`` (the token's account: type and username); 401 for a
+    bad token."""
 
-    def __init__(self, models: set[str], status_override: int | None = None) -> None:
+    def __init__(
+        self,
+        models: set[str],
+        status_override: int | None = None,
+        account: dict[str, Any] | None = None,
+        account_status: int = 200,
+    ) -> None:
         self.models = models
         self.status_override = status_override
+        self.account = account or {"type": "user", "username": "alice", "name": "Alice"}
+        self.account_status = account_status
         self.authorizations: list[str | None] = []
+        self.paths: list[str] = []
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -180,10 +194,13 @@ class StandIn:
 
     def answer(self, path: str, authorization: str | None) -> tuple[int, dict[str, Any]]:
         self.authorizations.append(authorization)
+        self.paths.append(path)
         if self.status_override is not None:
             return self.status_override, {"detail": "stand-in failure"}
         if authorization != f"Bearer {VALID_TOKEN}":
             return 401, {"title": "Unauthenticated", "detail": "You did not pass a valid token"}
+        if path == "/v1/account":
+            return self.account_status, self.account
         name = path.removeprefix("/v1/models/")
         if name not in self.models:
             return 404, {"title": "Not found", "detail": "Not found."}
@@ -225,13 +242,55 @@ def test_model_exists(replicate_api: StandIn, monkeypatch: pytest.MonkeyPatch) -
     assert replicate_api.authorizations == [f"Bearer {VALID_TOKEN}"]
 
 
-def test_model_missing(replicate_api: StandIn, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_model_of_your_own_account_passes_with_a_note(
+    replicate_api: StandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REPLICATE_API_TOKEN", VALID_TOKEN)
+    message = ModelExists(replicate_api.url).run(context_for("r8.im/alice/other-model:v2"))
+    assert "alice/other-model does not exist yet" in message
+    assert "Replicate creates it on the first push" in message
+    assert replicate_api.paths == ["/v1/models/alice/other-model", "/v1/account"]
+
+
+def test_missing_model_of_another_owner_fails_with_the_reason(
+    replicate_api: StandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("REPLICATE_API_TOKEN", VALID_TOKEN)
     with pytest.raises(CheckFailed) as info:
-        ModelExists(replicate_api.url).run(context_for("r8.im/alice/other-model:v2"))
-    assert info.value.message == "model alice/other-model does not exist on Replicate"
-    assert info.value.hint is not None
-    assert "replicate.com/create" in info.value.hint and "other-model" in info.value.hint
+        ModelExists(replicate_api.url).run(context_for("r8.im/bob/model"))
+    assert "'bob' is not the account of REPLICATE_API_TOKEN ('alice')" in info.value.message
+    assert "will not create it" in info.value.message
+    assert info.value.hint is not None and "r8.im/alice/model" in info.value.hint
+    assert "--new" in info.value.hint
+    # --new: the user says bob is an organisation of theirs (Replicate's API cannot tell).
+    meant = replace(context_for("r8.im/bob/model"), intent=Intent(new_repository=True))
+    assert "if 'alice' belongs to the organisation 'bob' (--new)" in ModelExists(
+        replicate_api.url
+    ).run(meant)
+
+
+def test_organization_token_cannot_create_elsewhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REPLICATE_API_TOKEN", VALID_TOKEN)
+    stand_in = StandIn(set(), account={"type": "organization", "username": "acme", "name": "A"})
+    try:
+        with pytest.raises(CheckFailed) as info:
+            ModelExists(stand_in.url).run(context_for("r8.im/alice/model"))
+        own = ModelExists(stand_in.url).run(context_for("r8.im/acme/model"))
+    finally:
+        stand_in.stop()
+    assert "belongs to the organization 'acme', not to 'alice'" in info.value.message
+    assert "Replicate creates it on the first push" in own
+
+
+def test_account_unreadable_still_passes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REPLICATE_API_TOKEN", VALID_TOKEN)
+    stand_in = StandIn(set(), account_status=500)
+    try:
+        with pytest.raises(CheckSkipped) as info:
+            ModelExists(stand_in.url).run(context_for("r8.im/alice/model"))
+    finally:
+        stand_in.stop()
+    assert "Replicate creates it on the first push" in info.value.message
 
 
 def test_bad_token(replicate_api: StandIn, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -273,7 +332,28 @@ def test_api_unreachable_skips(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "could not be reached" in info.value.message
 
 
-def test_replicate_platform_adds_the_model_check(replicate_api: StandIn) -> None:
-    [check] = Replicate(api_url=replicate_api.url).checks()
-    assert isinstance(check, ModelExists)
-    assert check.api_url == replicate_api.url
+def test_api_address_comes_from_the_environment(
+    replicate_api: StandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SKIFF_REPLICATE_API_URL", replicate_api.url + "/")
+    monkeypatch.setenv("REPLICATE_API_TOKEN", VALID_TOKEN)
+    [check] = Replicate().checks()
+    assert isinstance(check, ModelExists) and check.api_url == replicate_api.url
+    assert check.run(context_for("r8.im/alice/model")) == "model alice/model exists on Replicate"
+    [given] = Replicate(api_url="http://127.0.0.1:1").checks()
+    assert isinstance(given, ModelExists) and given.api_url == "http://127.0.0.1:1"
+
+
+@pytest.mark.parametrize(
+    ("platform", "ok"),
+    [("linux/amd64", True), ("linux/arm64", False), ("linux/arm64/v8", False)],
+)
+def test_replicate_serves_amd64_only(platform: str, ok: bool) -> None:
+    [check] = Replicate().local_checks()
+    context = replace(context_for("r8.im/alice/model"), intent=Intent(platform))
+    if ok:
+        assert "linux/amd64" in check.run(context)
+        return
+    with pytest.raises(CheckFailed) as info:
+        check.run(context)
+    assert info.value.message == f"Replicate runs linux/amd64 images only, not {platform}"

@@ -314,7 +314,9 @@ def test_platform_check_runs_after_the_registrys_and_refines_failures(
     report = preflight(f"{plain_registry.host}/a/b", platforms=[Recorder()])
     # The destination's checks, the platform's (a rejection is told before cog.yaml is read),
     # then the model folder's.
-    assert [r.name for r in report.results][-3:] == ["tag", "extra", "cog.yaml"]
+    assert [r.name for r in report.results][-4:] == [
+        "tag", "typo", "extra", "cog.yaml"
+    ]
     assert report.ok
     push_tiny_image(plain_registry, "a/b")
     report = preflight(f"{plain_registry.host}/a/b", platforms=[Recorder()])
@@ -438,3 +440,39 @@ def test_a_plugins_bugs_do_not_stop_the_check(plain_registry: RegistryServer) ->
 def test_a_callers_own_check_may_raise(plain_registry: RegistryServer) -> None:
     with pytest.raises(ZeroDivisionError):
         preflight(f"{plain_registry.host}/a/b", platforms=[], extra_checks=[CrashingCheck()])
+
+
+@dataclass
+class PlatformGate:
+    """A platform with a check that needs only the reference and the intent."""
+
+    name: str = "gate"
+
+    def run(self, context: Context) -> str:
+        if context.intent.platform != "linux/amd64":
+            raise CheckFailed(f"amd64 only, not {context.intent.platform}")
+        return "amd64"
+
+
+class LocalRecorder(Recorder):
+    def local_checks(self) -> list[object]:
+        return [PlatformGate()]
+
+
+class BrokenLocal(Recorder):
+    def local_checks(self) -> list[object]:
+        raise RuntimeError("a plugin's bug")
+
+
+def test_local_checks_run_before_the_registry_is_asked(plain_registry: RegistryServer) -> None:
+    from skiff.preflight import Intent
+
+    text = f"{plain_registry.host}/a/b"
+    refused = preflight(text, platforms=[LocalRecorder()], intent=Intent("linux/arm64"))
+    assert [r.name for r in refused.results][:3] == ["reference", "gate", "registry"]
+    assert statuses(refused)["gate"] is Status.FAILED
+    assert statuses(refused)["registry"] is Status.SKIPPED  # nothing was asked
+    allowed = preflight(text, platforms=[LocalRecorder()])
+    assert statuses(allowed)["gate"] is Status.OK and allowed.ok
+    # A plugin whose local_checks crashes costs nothing but its checks.
+    assert preflight(text, platforms=[BrokenLocal()]).ok

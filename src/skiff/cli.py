@@ -22,6 +22,7 @@ from skiff import __version__
 from skiff.errors import BuildFailed, DestinationRejected, InvalidInput, SkiffError, UploadFailed
 
 if TYPE_CHECKING:
+    from skiff.destinations import CogDestination, Resolved
     from skiff.image.oci import Platform
     from skiff.image.options import BuildOptions
     from skiff.ui import Console
@@ -97,21 +98,32 @@ def _debug_logging(enabled: bool) -> None:
 
 def check(args: argparse.Namespace) -> int:
     """Check that REFERENCE can be pushed to, without pushing anything."""
-    from skiff.preflight import Severity, run_preflight
+    from skiff.preflight import Intent, Severity, run_preflight
     from skiff.ui import CheckPrinter, print_json, print_report_footer, safe
 
     _debug_logging(args.debug)
     console = _console()
+    # The image code (to parse a platform) is imported only for one other than the default.
+    platform = args.platform
+    if platform != "linux/amd64":
+        platform = str(_parse_platform(platform, args.json))
+    resolved = _destination(args.reference, args.dir, args.json)
     if not args.json:
-        console.print("Checking ", (safe(args.reference), "bold"))
+        console.print("Checking ", (safe(resolved.describe()), "bold"))
     report = run_preflight(
-        args.reference, model_dir=args.dir,
+        resolved.reference, model_dir=args.dir,
         on_result=None if args.json else CheckPrinter(console),
+        intent=Intent(platform, new_repository=args.new),
     )
     if args.json:
-        print_json(report.to_json())
+        document = report.to_json()
+        if resolved.name is not None:
+            document["destination"] = resolved.name
+        print_json(document)
     else:
-        print_report_footer(console, report, f"ready: skiff push {report.reference}")
+        print_report_footer(
+            console, report, f"ready: skiff push {resolved.name or report.reference}"
+        )
     failure = report.failure
     if failure is None:
         return EXIT_OK
@@ -251,12 +263,13 @@ def push(args: argparse.Namespace) -> int:
     as_json: bool = args.json
     _debug_logging(args.debug)
     console = _console()
-    reference: str | None = args.reference
-    if reference is None:
-        reference = _reference_from_config(args.dir, as_json)
-    options = PushOptions(build=_build_options(args, as_json=as_json))
+    if len(args.reference) > 1:
+        return _push_several(args, console)
+    resolved = _destination(args.reference[0] if args.reference else None, args.dir, as_json)
+    reference = resolved.reference
+    options = PushOptions(build=_build_options(args, as_json=as_json), new_repository=args.new)
     if not as_json:
-        console.print("Pushing ", (safe(reference), "bold"))
+        console.print("Pushing ", (safe(resolved.describe()), "bold"))
     events = PushProgress(console, show_checks=True) if not as_json else None
     try:
         if events is not None:
@@ -289,21 +302,90 @@ def push(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _reference_from_config(directory: Path, as_json: bool) -> str:
-    from skiff import config
+def _push_several(args: argparse.Namespace, console: Console) -> int:
+    """``skiff push REF1 REF2 ...``: every destination checked first, then one build for all."""
+    from skiff.fanout import SeveralRefused, push_all, unique
+    from skiff.push import PushOptions
+    from skiff.ui import PushProgress, human_bytes, print_error, print_json, safe
 
+    as_json: bool = args.json
+    targets = unique([_destination(text, args.dir, as_json) for text in args.reference])
+    options = PushOptions(build=_build_options(args, as_json=as_json), new_repository=args.new)
+    if not as_json:
+        console.print(f"Pushing to {len(targets)} destinations: "
+                      + ", ".join(safe(t.describe()) for t in targets))
+
+    def tell(target: Resolved, phase: str) -> None:
+        if not as_json:
+            console.print(f"{phase.capitalize()} ", (safe(target.describe()), "bold"))
+
+    events = PushProgress(console, show_checks=True) if not as_json else None
+    try:
+        if events is not None:
+            with events:
+                deliveries = push_all(args.dir, targets, options, events=events,
+                                      on_destination=tell)
+        else:
+            deliveries = push_all(args.dir, targets, options)
+    except SeveralRefused as exc:
+        if as_json:
+            print_json(exc.to_json())
+        else:
+            for target, report in exc.reports:
+                failure = report.failure
+                if failure is not None:
+                    print_error(console, f"{target.describe()}: {failure.message}", failure.hint)
+            print_error(console, exc.summary, exc.hint)
+        return EXIT_INPUT if exc.input_only else EXIT_REJECTED
+    except SkiffError as exc:
+        fail(exc, as_json)
+    failed = [d for d in deliveries if d.error is not None]
+    if as_json:
+        digests = {str(d.result.digest) for d in deliveries if d.result is not None}
+        print_json({
+            "ok": not failed,
+            "digest": digests.pop() if len(digests) == 1 else None,
+            "destinations": [d.to_json() for d in deliveries],
+        })
+    else:
+        for delivery in deliveries:
+            where = safe(delivery.destination.describe())
+            if delivery.result is not None:
+                result = delivery.result
+                console.print(f"pushed {where} in {result.elapsed_s:.1f} s: "
+                              f"{human_bytes(result.bytes_uploaded)} uploaded")
+                print(result.pinned, flush=True)
+            elif delivery.error is not None:
+                print_error(console, f"{where}: {delivery.error.message}", delivery.error.hint)
+    if not failed:
+        return EXIT_OK
+    codes = [exit_code(d.error) for d in failed if d.error is not None]
+    return EXIT_UPLOAD if EXIT_UPLOAD in codes else codes[0]
+
+
+def _destination(text: str | None, directory: Path, as_json: bool) -> Resolved:
+    """Where the command goes: a reference, a name from skiff.yaml, or cog.yaml's own."""
+    from skiff import destinations
+
+    try:
+        cog = _reference_from_config(directory, as_json) if text is None else None
+        return destinations.resolve(text, directory, cog)
+    except SkiffError as exc:
+        fail(exc, as_json)
+
+
+def _reference_from_config(directory: Path, as_json: bool) -> CogDestination | None:
+    """cog.yaml's image: and model: (None without a cog.yaml: skiff.yaml may still name one)."""
+    from skiff import config
+    from skiff.destinations import CogDestination
+
+    if not (directory / config.FILENAME).is_file():
+        return None
     try:
         cfg = config.load(directory)
     except SkiffError as exc:
         fail(exc, as_json)
-    if not cfg.image:
-        fail(
-            InvalidInput(
-                "no destination: give one (skiff push REGISTRY/NAME) or set image: in cog.yaml"
-            ),
-            as_json,
-        )
-    return cfg.image
+    return CogDestination(cfg.image, cfg.model)
 
 
 def predict(args: argparse.Namespace) -> int:
@@ -390,6 +472,13 @@ def _json(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="Print one JSON document on stdout.")
 
 
+def _new(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--new", action="store_true",
+        help="A new repository is meant, even one a typo away from a known destination.",
+    )
+
+
 def _debug(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--debug", action="store_true",
@@ -432,9 +521,15 @@ def parser() -> argparse.ArgumentParser:
 
     p = _command(commands, check)
     p.add_argument(
-        "reference", metavar="REFERENCE", help="Where the image would go, e.g. ghcr.io/me/model:v1"
+        "reference", metavar="REFERENCE",
+        help="Where the image would go, e.g. ghcr.io/me/model:v1, or a name from skiff.yaml",
     )
     _dir(p, "Model folder whose cog.yaml is checked too")
+    p.add_argument(
+        "--platform", default="linux/amd64", metavar="OS/ARCH",
+        help="Platform the image would be built for (default: linux/amd64).",
+    )
+    _new(p)
     _json(p)
     _debug(p)
 
@@ -459,10 +554,13 @@ def parser() -> argparse.ArgumentParser:
 
     p = _command(commands, push)
     p.add_argument(
-        "reference", nargs="?", metavar="REFERENCE",
-        help="Destination, e.g. r8.im/me/model (default: image: in cog.yaml)",
+        "reference", nargs="*", metavar="REFERENCE",
+        help="Destination, e.g. r8.im/me/model, or a name from skiff.yaml; several: all are "
+        "checked first, then one build goes to each (default: model: or image: in cog.yaml, "
+        "or skiff.yaml's only destination)",
     )
     _build_flags(p)
+    _new(p)
     _json(p)
     _debug(p)
 

@@ -707,6 +707,29 @@ def _semantic_problems(config: Config, raw: _CogFile) -> Iterator[ConfigError]:
             config.image_reference()
         except ConfigError as exc:
             yield exc
+    yield from _model_problems(config)
+
+
+def _model_problems(config: Config) -> Iterator[ConfigError]:
+    """``model:`` (Cog 0.23): the bare repository pushed to; Cog refuses it beside ``image:``."""
+    if config.model is None:
+        return
+    if config.image is not None:
+        yield config.error(
+            "model", "set either image: or model:, not both",
+            "model: is the repository to push to (Cog 0.23); image: the older full reference",
+        )
+        return
+    try:
+        parsed = reference.parse(config.model)
+    except reference.ReferenceError as exc:
+        yield config.error("model", f"model: {exc.message}", exc.hint)
+        return
+    if parsed.tag is not None or parsed.digest is not None:
+        yield config.error(
+            "model", f"model: must be a bare repository (no tag or digest), not {config.model!r}",
+            f"write model: {parsed.repository}; set COG_MODEL_TAG=TAG to choose the tag",
+        )
 
 
 def _python_version_problems(config: Config) -> Iterator[ConfigError]:

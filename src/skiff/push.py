@@ -17,12 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from skiff import known
 from skiff import reference as refs
 from skiff.auth import dockerconfig
 from skiff.digest import CorruptBlob, Digest
 from skiff.errors import BuildFailed, DestinationRejected, InvalidInput, SkiffError, UploadFailed
 from skiff.image.options import BuildOptions
-from skiff.preflight import CheckResult, Report, Severity, run_preflight
+from skiff.preflight import CheckResult, Intent, Report, Severity, run_preflight
 from skiff.registry.client import RegistryClient
 from skiff.registry.errors import RegistryError
 from skiff.registry.transport import TransportOptions
@@ -114,6 +115,10 @@ class PushOptions:
     build: BuildOptions = field(default_factory=BuildOptions)
     parallel: int = 3  # blobs in flight at once, as peers do
     chunk_size: int | None = None
+    new_repository: bool = False  # --new: a repository that does not exist yet is meant
+    # Repositories of the destination's registry that hold this image already (an earlier
+    # destination of the same push): every blob is mounted from there rather than uploaded.
+    mount_from: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -184,7 +189,8 @@ def push(
     # Preflight first, alone: the builder's imports (cog.yaml's schema, the image code) would
     # hold the interpreter while preflight waits for the registry, delaying a rejection, and
     # the build work they could overlap is a small part of any build.
-    report = run_preflight(text, model_dir=folder, on_result=events.check)
+    report = run_preflight(text, model_dir=folder, on_result=events.check, intent=Intent(
+        str(options.build.platform), options.new_repository))
     _raise_if_failed(report)
     assert report.reference is not None
     ref = refs.parse(report.reference)
@@ -375,7 +381,7 @@ class _Uploader:
             done[0] += n
             self.events.blob_progress(blob.digest, done[0])
 
-        mount = self.mount_from if role == "base" else ()
+        mount = (self.mount_from if role == "base" else ()) + self.options.mount_from
         result = push_blob(
             self.client, blob, mount_from=mount, chunk_size=self.options.chunk_size,
             on_progress=progress, cancellation=self.cancellation,
@@ -463,6 +469,7 @@ class _Uploader:
             ) from None
         order = {layer.descriptor.digest: i for i, layer in enumerate(image.layers)}
         results.sort(key=lambda r: order.get(r.digest, len(order)))
+        known.record(self.ref, digest)  # where it went, for the typo check of later pushes
         warnings = image.warnings + [
             f"cached blob {bad} did not match its digest (a disk fault?): it was rebuilt"
             for bad in self.corrupted

@@ -49,10 +49,30 @@ class ReferenceSyntax:
             context.reference = refs.parse(context.text)
         except refs.ReferenceError as exc:
             hint = exc.hint
-            if exc.suggestion:
-                hint = f"did you mean {exc.suggestion}?" + (f" ({hint})" if hint else "")
+            suggestion = _known_instead(exc.suggestion)
+            if suggestion:
+                hint = f"did you mean {suggestion}?" + (f" ({hint})" if hint else "")
+                context.facts["suggestion"] = suggestion.split(" (", 1)[0]
             raise CheckFailed(exc.message, hint, Severity.INPUT) from None
         return f"{context.reference}"
+
+
+def _known_instead(suggestion: str | None) -> str | None:
+    """The corrected reference, or the known destination it is a typo of: ``acme/sdxI`` is
+    lowercased to ``acme/sdxi``, but ``acme/sdxl``, pushed to before, is what was meant."""
+    if suggestion is None:
+        return None
+    from skiff import known
+
+    try:
+        fixed = refs.parse(suggestion)
+    except refs.ReferenceError:
+        return suggestion
+    close = known.near(fixed.repository)
+    if close is None:
+        return suggestion
+    tag = f":{fixed.tag}" if fixed.tag else ""
+    return f"{close.repository}{tag} ({close.describe()})"
 
 
 @dataclass
@@ -217,8 +237,46 @@ class TagState:
         context.facts["tag_exists"] = found is not None
         if found is None:
             return f"{ref.identifier} is new"
+        context.facts["repository_exists"] = True
         digest = f" ({found.digest})" if found.digest else ""
         return f"{ref.identifier} exists{digest} and will be replaced"
+
+
+@dataclass
+class KnownDestination:
+    """A repository that does not exist yet, a typo away from one skiff has pushed to, is
+    probably that one misspelt: registries that create repositories on push would create the
+    wrong one after a long upload. ``--new`` says a new repository is meant."""
+
+    name: str = "typo"
+
+    def run(self, context: Context) -> str:
+        from skiff import known
+
+        ref = context.require_reference()
+        if context.facts.get("repository_exists") is True:
+            raise CheckSkipped("the repository exists")
+        if context.intent.new_repository:
+            return f"{ref.repository} may be a new repository (--new)"
+        close = known.near(ref.repository)
+        if close is None:
+            return f"{ref.repository} is not close to any repository pushed to before"
+        # Only now, near a known one, is the registry asked whether the repository is new: the
+        # usual push pays nothing for this check.
+        client = context.require_client()
+        try:
+            exists = client.has_tags()
+        except RegistryError:
+            raise CheckSkipped("the registry did not say whether the repository exists") from None
+        if exists:
+            return f"{ref.repository} exists, near {close.repository}"
+        suggestion = close.repository + (f":{ref.tag}" if ref.tag else "")
+        context.facts["suggestion"] = suggestion
+        raise CheckFailed(
+            f"repository {ref.repository} does not exist yet; did you mean {close.repository} "
+            f"({close.describe()})?",
+            f"push to {suggestion}; or, if a new repository is meant, add --new",
+        )
 
 
 def destination_checks() -> list[Check]:
@@ -230,6 +288,7 @@ def destination_checks() -> list[Check]:
         TokenScope(),
         WriteProbe(),
         TagState(),
+        KnownDestination(),
     ]
 
 

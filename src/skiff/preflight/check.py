@@ -74,6 +74,14 @@ class CheckSkipped(Exception):
         self.message = message
 
 
+@dataclass(frozen=True)
+class Intent:
+    """What the push means to do beyond its destination; checks that depend on it read it here."""
+
+    platform: str = "linux/amd64"  # OS/ARCH of the image to be built
+    new_repository: bool = False  # --new: a repository that does not exist yet is meant
+
+
 @dataclass
 class Context:
     """What checks know so far. Later checks read what earlier ones found."""
@@ -81,6 +89,7 @@ class Context:
     text: str  # the reference as the user typed it
     options: TransportOptions
     model_dir: Path | None = None
+    intent: Intent = field(default_factory=Intent)
     reference: Reference | None = None
     credentials: Credentials | None = None
     client: RegistryClient | None = None
@@ -120,5 +129,8 @@ class Platform(Protocol):
     def matches(self, reference: Reference) -> bool: ...
 
     def checks(self) -> list[Check]: ...
+
+    # Optional: ``local_checks()``, checks that need only the reference (no network); they run
+    # right after it is parsed, before the registry is asked anything.
 
     def refine(self, context: Context, result: CheckResult) -> CheckResult: ...

@@ -17,6 +17,7 @@ from skiff.preflight.check import (
     CheckResult,
     CheckSkipped,
     Context,
+    Intent,
     Platform,
     Severity,
     Status,
@@ -37,6 +38,8 @@ class Report:
     results: list[CheckResult] = field(default_factory=list)
     elapsed_ms: float = 0.0
     tag_exists: bool | None = None
+    # A destination the user more likely meant (a known one, for a typo): for scripts.
+    suggestion: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -55,6 +58,7 @@ class Report:
             "checks": [r.to_json() for r in self.results],
             "error": failure.message if failure else None,
             "hint": failure.hint if failure else None,
+            "suggestion": self.suggestion,
         }
 
 
@@ -67,10 +71,12 @@ def run_preflight(
     extra_checks: Sequence[Check] = (),
     platforms: Sequence[Platform] | None = None,
     on_result: Callable[[CheckResult], None] | None = None,
+    intent: Intent | None = None,
 ) -> Report:
-    """Check that ``text`` names a destination skiff can push to, changing nothing there."""
+    """Check that ``text`` names a destination skiff can push to, changing nothing there.
+    ``intent``: what the push means to do (its platform, whether a new repository is meant)."""
     options = options or TransportOptions.from_env(read_timeout=PREFLIGHT_READ_TIMEOUT)
-    context = Context(text=text, options=options, model_dir=model_dir)
+    context = Context(text=text, options=options, model_dir=model_dir, intent=intent or Intent())
     # Extensions load after the reference check (which needs none of them), while the CA store
     # loads: a plugin may import httpx, which takes longer than the store.
     extensions_loaded = False
@@ -102,6 +108,14 @@ def run_preflight(
                 general, known_platforms = (
                     load_extensions() if platforms is None else ([], list(platforms))
                 )
+            if index == 1 and context.reference is not None:
+                # The platforms' checks that need only the reference: before any network.
+                local: list[Check] = []
+                for platform in known_platforms:
+                    if platform.matches(context.reference):
+                        local.extend(_local_checks(platform))
+                extensions.update(id(c) for c in local)
+                checks[1:1] = local
             if result.status is Status.FAILED and context.reference is not None:
                 for platform in known_platforms:
                     if platform.matches(context.reference):
@@ -129,9 +143,23 @@ def run_preflight(
     report.elapsed_ms = (time.perf_counter() - start) * 1000
     tag = context.facts.get("tag_exists")
     report.tag_exists = tag if isinstance(tag, bool) else None
+    suggestion = context.facts.get("suggestion")
+    report.suggestion = suggestion if isinstance(suggestion, str) else None
     if context.reference is not None:
         report.reference = str(context.reference)
     return report
+
+
+def _local_checks(platform: Platform) -> list[Check]:
+    """A platform's network-free checks, if it has any (the method is optional)."""
+    local = getattr(platform, "local_checks", None)
+    if not callable(local):
+        return []
+    try:
+        found = local()
+    except Exception:  # a plugin's bug must not stop a push
+        return []
+    return [c for c in found if isinstance(c, Check)] if isinstance(found, list) else []
 
 
 def _refine(platform: Platform, context: Context, result: CheckResult) -> CheckResult:

@@ -20,6 +20,9 @@ class HostPlatform:
     def checks(self) -> list[Check]:
         return []
 
+    def local_checks(self) -> list[Check]:
+        return []
+
     def refine(self, context: Context, result: CheckResult) -> CheckResult:
         assert context.reference is not None
         better = self.hint_for(context, result)
