@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 
+from skiff import cogschema
 from skiff import config as cogconfig
 from skiff.errors import InvalidInput, SkiffError
 from skiff.runtime import cli_io
@@ -75,7 +76,7 @@ def _folder_plan(folder: Path, port: int, host: str) -> _Plan:
     cogconfig.predictor_ref(cfg)  # the predictor file exists (exit 2 with the field if not)
     cache = cache_dir()
     run_env = ensure_env(cfg, cache, lambda text: _say(f"warning: {text}"), _say)
-    schema, concurrency = _model_schema(cfg, run_env.sdk_version, str(run_env.python))
+    schema, concurrency = _model_schema(cfg, run_env.sdk_version)
     work = make_srcdir(cfg.root, schema, cache)
     env = dict(os.environ)
     env.update(cfg.environment_vars)
@@ -96,31 +97,11 @@ def _folder_plan(folder: Path, port: int, host: str) -> _Plan:
     return _Plan(argv, env, work, schema, cleanup=work)
 
 
-def _model_schema(
-    cfg: cogconfig.Config, sdk: str, python: str
-) -> tuple[dict[str, Any] | None, int | None]:
-    """The schema Cog's build would write (and ``@cog.concurrent``'s N), read from the source.
-
-    ``skiff.cogschema`` is Cog's own generator rule by rule: a predictor it cannot read is one
-    ``cog predict`` refuses too (exit 2). Without it, skiff's older generator; where that one
-    fails, Cog's server runs without a schema (it then validates nothing; /openapi.json is 503).
-    """
-    import importlib
-
-    try:
-        cogschema: Any = importlib.import_module("skiff.cogschema")
-    except ImportError:
-        cogschema = None
-    if cogschema is not None:
-        schema = cogschema.generate(cfg.root, cfg.predict, cfg.train, version=sdk)
-        return schema, cogschema.decorator_concurrency(cfg.root, cfg.predict, cfg.train)
-    from skiff.runtime import schema_for_build
-
-    try:
-        return schema_for_build(cfg.root, cfg.predict, python), None
-    except SkiffError as exc:
-        _say(f"warning: no schema for the predictor ({exc.message}): inputs are not validated")
-        return None, None
+def _model_schema(cfg: cogconfig.Config, sdk: str) -> tuple[dict[str, Any], int | None]:
+    """The schema Cog's build would write (and ``@cog.concurrent``'s N), read from the source:
+    a predictor it cannot read is one ``cog build`` refuses too (exit 2)."""
+    schema = cogschema.generate(cfg.root, cfg.predict, cfg.train, version=sdk)
+    return schema, cogschema.decorator_concurrency(cfg.root, cfg.predict, cfg.train)
 
 
 def _image_plan(name: str, port: int, host: str) -> _Plan:

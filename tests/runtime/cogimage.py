@@ -14,11 +14,11 @@ import os
 import subprocess
 from pathlib import Path
 
+from skiff import cogschema
 from skiff.image.layers import Entry, write_layer
 from skiff.image.layout import Layout
 from skiff.image.oci import ImageConfig, Manifest
 from skiff.image.pydeps import site_entries, uv_command
-from skiff.runtime import schema_for_build
 from support.baseimage import python_base_layout
 
 SITE = "/opt/cog/site-packages"
@@ -47,7 +47,7 @@ def compose(layout: Layout, model: Path, site: Path, name: str) -> None:
         with _blob(base.layout, str(descriptor.digest)).open("rb") as blob:
             layout.ingest(iter(lambda: blob.read(1 << 20), b""), expected=descriptor.digest)
     config = ImageConfig.from_bytes(layout.read_bytes(manifest.config.digest))
-    schema = schema_for_build(model, "predict.py:Predictor")
+    schema = cogschema.generate(model, "predict.py:Predictor", version=SDK)
     entries = site_entries(site, SITE)
     entries.append(Entry.symlink("/usr/local/bin/python", "/usr/bin/python3"))
     for path in sorted(model.iterdir()):

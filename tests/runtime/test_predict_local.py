@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import MODELS, copy_model, skiff
+from conftest import copy_model, skiff
 
 
 def test_class_predictor_prints_the_output_alone(tmp_path: Path) -> None:
@@ -166,23 +166,6 @@ def test_missing_python_version_is_a_clear_message(tmp_path: Path) -> None:
     assert "Python 3.12" in done.stderr and "not installed" in done.stderr
     assert "uv python install 3.12" in done.stderr
     assert "Traceback" not in done.stderr
-
-
-def test_schema_for_build_still_reads_the_schema(tmp_path: Path) -> None:
-    """The image builder's schema (label, .cog/openapi_schema.json) until Cog's generator
-    replaces it: statically, and by importing where the source is not enough."""
-    from skiff.runtime import schema_for_build
-
-    schema = schema_for_build(MODELS / "echo", "predict.py:Predictor")
-    props = schema["components"]["schemas"]["Input"]["properties"]
-    assert props["times"]["type"] == "integer"
-    (tmp_path / "predict.py").write_text(
-        "from cog import BasePredictor\n\nAlias = int\n\n\n"
-        "class Predictor(BasePredictor):\n"
-        "    def predict(self, x: Alias) -> Alias:\n        return x\n"
-    )
-    schema = schema_for_build(tmp_path, "predict.py:Predictor")
-    assert schema["components"]["schemas"]["Input"]["properties"]["x"]["type"] == "integer"
 
 
 def test_a_predictor_without_a_schema_from_skiff_still_runs(tmp_path: Path) -> None:

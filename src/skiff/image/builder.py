@@ -14,7 +14,6 @@ upload it while the rest is still being built; large ones are also announced thr
 from __future__ import annotations
 
 import ast
-import importlib
 import json
 import os
 import subprocess
@@ -25,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from skiff import __version__
+from skiff import __version__, cogschema
 from skiff import config as cogconfig
 from skiff.errors import BuildFailed, SkiffError
 from skiff.image.base import BaseImage, default_base, pull_base
@@ -55,7 +54,6 @@ from skiff.image.steps import (
     plan_steps,
     step_env,
 )
-from skiff.runtime import schema_for_build
 
 # Weights layers built at once: as many as a push uploads at once.
 WEIGHTS_PARALLEL = 3
@@ -398,17 +396,7 @@ def openapi_schema(
     ``.cog/openapi_schema.json`` (coglet validates inputs with it and serves it); its
     ``info.version`` names the SDK the image carries. The one place the builder asks for it."""
     try:
-        # Cog's own generator, once skiff has it (skiff.cogschema); until then the runtime's.
-        generator = importlib.import_module("skiff.cogschema")
-    except ImportError:
-        generator = None
-    try:
-        if generator is not None:
-            schema: dict[str, Any] = generator.generate(
-                folder, predict_ref, train_ref, version=sdk_version
-            )
-            return schema
-        return schema_for_build(folder, predict_ref)
+        return cogschema.generate(folder, predict_ref, train_ref, version=sdk_version)
     except SkiffError as exc:
         raise BuildFailed(
             f"cannot compute the model's OpenAPI schema: {exc.message}",
