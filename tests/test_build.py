@@ -236,7 +236,9 @@ def test_the_sdk_layer_keeps_the_users_packages_and_changes_alone(
         for old, new in zip(image.layers, other.layers, strict=True)
         if old.descriptor != new.descriptor
     ]
-    assert changed == ["runtime"]
+    # The code layer holds .cog/openapi_schema.json, whose info.version names the SDK (as Cog
+    # writes it); the user's packages and everything else stay.
+    assert changed == ["runtime", "code"]
     assert label(layout, other, "run.cog.version") == "0.23.0"
 
 
