@@ -77,10 +77,11 @@ def test_tokens_that_expire_during_a_long_upload_are_renewed_and_the_push_comple
         patches = proxy.requests("PATCH", UPLOADS)
     refused = [entry for entry in patches if entry.outcome == "401"]
     assert refused, "no token expired during the upload: the test proves nothing"
-    # Every refused chunk was sent again with a new token and accepted.
+    # Every refused chunk was sent again with a new token and accepted (on a loaded machine a
+    # renewed token can expire again before its chunk arrives: then it is renewed once more).
     for entry in refused:
         again = [e for e in patches if e.target == entry.target and e.at > entry.at]
-        assert again and again[0].outcome == "202"
+        assert any(e.outcome == "202" for e in again)
     assert token_issuer.tokens_issued > 1 + len(refused) // 2
     assert token_registry.tags("alice/model") == {"v1": str(result.digest)}
     assert_complete(token_registry, "alice/model")
