@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from support import USERS, DockerConfig, RegistryServer, TokenIssuer
+from support import USERS, DockerConfig, RegistryServer, TokenIssuer, push_tiny_image
 
 # Variables that would let the developer's machine leak into a test: CA bundles that httpx/ssl
 # pick up, proxies that would swallow 127.0.0.1 traffic, and skiff's own knobs.
@@ -98,3 +99,22 @@ def own_name() -> str:
     if name == "localhost" or address != "127.0.0.1":
         pytest.skip(f"this machine's host name {name!r} does not resolve to 127.0.0.1")
     return name
+
+
+HELLO = Path(__file__).resolve().parents[1] / "examples" / "hello"
+
+
+@pytest.fixture
+def model(tmp_path: Path) -> Path:
+    """A copy of examples/hello to build and push."""
+    path = tmp_path / "hello"
+    shutil.copytree(HELLO, path)
+    return path
+
+
+@pytest.fixture
+def registry(plain_registry: RegistryServer, monkeypatch: pytest.MonkeyPatch) -> RegistryServer:
+    """A plain registry that also holds the (tiny) base image, under base/tiny:1."""
+    push_tiny_image(plain_registry, "base/tiny", "1")
+    monkeypatch.setenv("SKIFF_BASE_IMAGE", f"{plain_registry.host}/base/tiny:1")
+    return plain_registry

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,10 +17,9 @@ from typing import Any
 
 import pytest
 
-from support import USERS, DockerConfig, RegistryServer, push_tiny_image
+from support import USERS, DockerConfig, RegistryServer
 from support.faultproxy import FaultProxy
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "hello"
 SKIFF = Path(sys.executable).parent / "skiff"
 
 
@@ -38,18 +36,8 @@ def cached_blobs(cache: Path) -> list[Path]:
 
 
 @pytest.fixture
-def model(tmp_path: Path) -> Path:
-    path = tmp_path / "hello"
-    shutil.copytree(EXAMPLE, path)
-    return path
-
-
-@pytest.fixture
-def first(plain_registry: RegistryServer, monkeypatch: pytest.MonkeyPatch) -> RegistryServer:
-    """A plain registry that also holds the (tiny) base image, under base/tiny:1."""
-    push_tiny_image(plain_registry, "base/tiny", "1")
-    monkeypatch.setenv("SKIFF_BASE_IMAGE", f"{plain_registry.host}/base/tiny:1")
-    return plain_registry
+def first(registry: RegistryServer) -> RegistryServer:
+    return registry
 
 
 @pytest.fixture

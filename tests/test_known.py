@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -24,7 +23,6 @@ from skiff import known
 from skiff.reference import parse
 from support import USERS, DockerConfig, RegistryServer, push_tiny_image
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "hello"
 SKIFF = Path(sys.executable).parent / "skiff"
 DIGEST = "sha256:" + "ab" * 32
 
@@ -121,19 +119,6 @@ def test_near_misses_only_within_the_same_registry(hermetic_env: Path) -> None:
 # -- through the CLI, after real pushes ----------------------------------------------------------
 
 
-@pytest.fixture
-def model(tmp_path: Path) -> Path:
-    path = tmp_path / "hello"
-    shutil.copytree(EXAMPLE, path)
-    return path
-
-
-@pytest.fixture
-def registry(plain_registry: RegistryServer, monkeypatch: pytest.MonkeyPatch) -> RegistryServer:
-    """A plain registry that also holds the (tiny) base image, under base/tiny:1."""
-    push_tiny_image(plain_registry, "base/tiny", "1")
-    monkeypatch.setenv("SKIFF_BASE_IMAGE", f"{plain_registry.host}/base/tiny:1")
-    return plain_registry
 
 
 def tags(registry: RegistryServer, path: str) -> list[str] | None:

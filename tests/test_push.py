@@ -8,7 +8,6 @@ import io
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -24,24 +23,10 @@ import yaml
 
 from support import USERS, DockerConfig, RegistryServer, push_tiny_image
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "hello"
 SKIFF = Path(sys.executable).parent / "skiff"
 PINNED = re.compile(r"^(?P<repo>\S+)@(?P<digest>sha256:[0-9a-f]{64})$")
 
 
-@pytest.fixture
-def model(tmp_path: Path) -> Path:
-    path = tmp_path / "hello"
-    shutil.copytree(EXAMPLE, path)
-    return path
-
-
-@pytest.fixture
-def registry(plain_registry: RegistryServer, monkeypatch: pytest.MonkeyPatch) -> RegistryServer:
-    """A plain registry that also holds the (tiny) base image, under base/tiny:1."""
-    push_tiny_image(plain_registry, "base/tiny", "1")
-    monkeypatch.setenv("SKIFF_BASE_IMAGE", f"{plain_registry.host}/base/tiny:1")
-    return plain_registry
 
 
 def skiff(*args: str) -> subprocess.CompletedProcess[str]:
