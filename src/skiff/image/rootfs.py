@@ -635,6 +635,34 @@ def remove_mount_points(root: Path, created: Iterable[Path]) -> None:
         os.close(root_fd)
 
 
+def remove_inside(root: Path, rels: Iterable[str]) -> None:
+    """Removes each of ``rels`` (paths relative to ``root``) whatever it is, if still there.
+
+    Each parent is found again component by component without following any symlink (a build
+    step may have put one on the way), so nothing outside the root is ever touched; a path whose
+    parent is no longer a real directory is left alone. Parents before children is fine: a
+    removed directory takes its contents with it.
+    """
+    root_fd = os.open(root, _DIR)
+    try:
+        for rel in sorted(set(rels), key=lambda r: r.count("/")):
+            parts = [p for p in rel.split("/") if p]
+            if not parts or ".." in parts:
+                continue
+            try:
+                parent_fd = _open_names(root_fd, parts[:-1])
+            except OSError:
+                continue
+            try:
+                _remove_at(parent_fd, parts[-1])
+            except OSError:
+                pass  # busy or gone: it only costs space
+            finally:
+                os.close(parent_fd)
+    finally:
+        os.close(root_fd)
+
+
 def remove_path(path: Path) -> None:
     """Removes whatever is at ``path`` (never following a symlink), read-only directories too.
 
@@ -655,6 +683,7 @@ __all__ = [
     "apply_layer",
     "existing_prefix",
     "make_mount_point",
+    "remove_inside",
     "remove_mount_points",
     "remove_path",
     "resolve_dir",
