@@ -3,8 +3,8 @@
 Reproducible means: the same entries give the same bytes on any machine. Entries are sorted,
 parent directories are added, and every header carries mtime 0, uid/gid 0, empty user/group names
 and the mode the caller chose; nothing from the host (owner, time, inode) reaches the tar.
-Compressed layers go through ``reproducible_gzip``, whose bytes depend on the tar alone (not on
-the zlib the interpreter happens to be linked with).
+Compressed layers go through ``reproducible_gzip`` or ``reproducible_zstd``, whose bytes depend
+on the tar alone (not on the zlib the interpreter happens to be linked with, nor on threads).
 
 Files are streamed (constant memory) into a blob while both the compressed digest and the
 uncompressed one (the diff_id) are computed in the same pass. A fingerprint of the sources'
@@ -32,10 +32,11 @@ from skiff.digest import Digest
 from skiff.errors import BuildFailed
 from skiff.fsutil import write_atomic
 from skiff.image.layout import GrowingBlob, Layout, cache_dir
-from skiff.image.oci import OCI_LAYER, OCI_LAYER_GZIP, Descriptor, canonical_json
+from skiff.image.oci import OCI_LAYER, OCI_LAYER_GZIP, OCI_LAYER_ZSTD, Descriptor, canonical_json
 from skiff.image.reproducible_gzip import GzipMembers
+from skiff.image.reproducible_zstd import ZstdFrames
 
-Compression = Literal["none", "gzip"]
+Compression = Literal["none", "gzip", "zstd"]
 
 # Bump when a layer's bytes change (tar or compression): stat-cache entries of another format
 # are never reused.
@@ -305,6 +306,8 @@ def write_layer(
     with layout.writer(watch=watch) as blob, contextlib.ExitStack() as compressor:
         if compression == "gzip":
             sink = _TarSink(compressor.enter_context(GzipMembers(blob)), hashed=True)
+        elif compression == "zstd":
+            sink = _TarSink(compressor.enter_context(ZstdFrames(blob)), hashed=True)
         else:
             sink = _TarSink(blob, hashed=False)
         # Mode "w" (not the streaming "w|", whose 10 kB buffer slicing costs more than the
@@ -321,7 +324,7 @@ def write_layer(
         compressor.close()  # the last gzip member must be in the blob before it is committed
         digest = blob.commit()
         size = blob.size
-    media_type = OCI_LAYER_GZIP if compression == "gzip" else OCI_LAYER
+    media_type = {"gzip": OCI_LAYER_GZIP, "zstd": OCI_LAYER_ZSTD}.get(compression, OCI_LAYER)
     diff_id = Digest(sink.hash.hexdigest()) if sink.hash is not None else digest
     return Layer(Descriptor(media_type, digest, size), diff_id)
 

@@ -40,6 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, cast
 
+import zstandard
+
 from skiff.errors import BuildFailed
 from skiff.image.layout import Layout
 from skiff.image.oci import Descriptor
@@ -62,11 +64,6 @@ def unpack_layers(layout: Layout, layers: Iterable[Descriptor], root: Path) -> U
     report = UnpackReport()
     root.mkdir(parents=True, exist_ok=True)
     for descriptor in layers:
-        if "zstd" in descriptor.media_type:
-            raise BuildFailed(
-                f"layer {descriptor.digest} is zstd-compressed, which skiff cannot unpack yet",
-                "use a base image with gzip or uncompressed layers",
-            )
         with layout.open_blob(descriptor.digest) as blob:
             try:
                 apply_layer(blob, root, report=report)
@@ -76,7 +73,7 @@ def unpack_layers(layout: Layout, layers: Iterable[Descriptor], root: Path) -> U
 
 
 def apply_layer(fileobj: IO[bytes], root: Path, *, report: UnpackReport | None = None) -> None:
-    """Applies one layer tar (plain or gzip, from a seekable file) onto ``root``."""
+    """Applies one layer tar (plain, gzip or zstd, from a seekable file) onto ``root``."""
     report = report if report is not None else UnpackReport()
     try:
         applier = _Applier(Path(os.path.realpath(root)), report)
@@ -88,7 +85,7 @@ def apply_layer(fileobj: IO[bytes], root: Path, *, report: UnpackReport | None =
             applier.finish()
         finally:
             applier.close()
-    except (tarfile.TarError, EOFError, OSError, UnicodeError) as exc:
+    except (tarfile.TarError, EOFError, OSError, UnicodeError, zstandard.ZstdError) as exc:
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise BuildFailed(
                 f"no space left while unpacking into {root}", "free some disk space"
@@ -97,18 +94,24 @@ def apply_layer(fileobj: IO[bytes], root: Path, *, report: UnpackReport | None =
 
 
 _GZIP_MAGIC = b"\x1f\x8b"
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
 def _tar_stream(fileobj: IO[bytes]) -> IO[bytes]:
     """The layer's tar (``fileobj`` is a seekable blob file): a gzip layer is decompressed here.
 
     tarfile's own stream decompression ("r|gz") stops after the first gzip member, and a layer
-    may hold several (skiff's own do: see reproducible_gzip); gzip.GzipFile reads them all.
+    may hold several (skiff's own do: see reproducible_gzip); gzip.GzipFile reads them all. A
+    zstd layer is read the same way, across all its frames.
     """
-    head = fileobj.read(len(_GZIP_MAGIC))
+    head = fileobj.read(len(_ZSTD_MAGIC))
     fileobj.seek(-len(head), os.SEEK_CUR)
-    if head == _GZIP_MAGIC:
+    if head[: len(_GZIP_MAGIC)] == _GZIP_MAGIC:
         return cast(IO[bytes], gzip.GzipFile(fileobj=fileobj, mode="rb"))
+    if head == _ZSTD_MAGIC:
+        # Every frame, not just the first (skiff's zstd layers are a series of frames).
+        reader = zstandard.ZstdDecompressor().stream_reader(fileobj, read_across_frames=True)
+        return cast(IO[bytes], reader)
     return fileobj
 
 
