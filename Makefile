@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 # command -> Debian package providing it
 SYSTEM_TOOLS := docker-registry:docker-registry skopeo:skopeo umoci:umoci bwrap:bubblewrap \
-                htpasswd:apache2-utils debootstrap:debootstrap busybox:busybox-static
+                htpasswd:apache2-utils debootstrap:debootstrap busybox:busybox-static zstd:zstd
 
 .PHONY: all system-deps venv demo test lint unit clean
 

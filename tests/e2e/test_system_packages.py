@@ -9,10 +9,12 @@ step; a secret a step used is in no layer.
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import shutil
 import subprocess
 import sys
+import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +24,7 @@ import pytest
 import yaml
 from test_image_serves_cog_api import run as run_tool
 
+from skiff.image.steps import is_volatile
 from support import RegistryServer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -225,3 +228,38 @@ def test_missing_secret_is_an_input_error_before_any_work(
     assert result.returncode == 2, result.stderr
     assert "needs the secret 'api_token'" in result.stderr
     assert "--secret id=api_token,src=FILE" in result.stderr
+
+
+def test_same_cog_yaml_on_an_empty_cache_gives_the_same_system_layer(
+    pushed: Pushed,
+    model: Path,
+    secret_file: Path,
+    skiff_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    """A CI machine with an empty cache: apt runs again (new package caches, logs, dpkg's
+    backups, all different), yet the system-packages layer and the first run step's layer have
+    the same digests, so nothing of them is uploaded again."""
+    env = {**skiff_env, "SKIFF_CACHE_DIR": str(tmp_path / "empty-cache")}
+    again = skiff_push(model, pushed.reference.replace(":latest", ":again"), secret_file, env)
+
+    def first_layers(report: dict[str, Any]) -> list[tuple[str, str]]:
+        layers = [(x["role"], x["digest"]) for x in report["layers"]]
+        return [x for x in layers if x[0] in ("system", "run")][:2]
+
+    assert first_layers(again) == first_layers(pushed.report)
+    assert [x[0] for x in first_layers(again)] == ["system", "run"]
+    system = next(x for x in again["layers"] if x["role"] == "system")
+    assert system["bytes_uploaded"] == 0
+    # The volatile files were made by apt, and none is in the layer.
+    names = _layer_names(pushed.layout, system["digest"])
+    assert "var/lib/dpkg/status" in names and "usr/bin/jq" in names
+    volatile = [n for n in names if is_volatile(n)]
+    assert volatile == [], volatile
+    assert not any(n.startswith("var/cache/apt/archives/") and n.endswith(".deb") for n in names)
+
+
+def _layer_names(layout: Path, digest: str) -> list[str]:
+    data = _blob(layout, digest)
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        return tar.getnames()

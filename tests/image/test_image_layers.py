@@ -322,3 +322,45 @@ def test_names_that_are_not_utf8_have_keys_of_their_own(tmp_path: Path) -> None:
         path = os.fsdecode(raw)
         keys.add(layers.fingerprint([Entry.file(f"/src/{path}", tmp_path / path)], "gzip"))
     assert len(keys) == 4
+
+
+def test_hard_links_are_stored_once_and_unpack_as_one_inode(tmp_path: Path) -> None:
+    from skiff.image.rootfs import apply_layer
+
+    layout = Layout.open(tmp_path / "oci")
+    driver = b"\x7fELF" + os.urandom(200_000)  # incompressible: a copy would double the layer
+    entries = [
+        Entry.file("/usr/lib/dri/a_dri.so", driver, 0o644),
+        Entry.hard_link("/usr/lib/dri/b_dri.so", "/usr/lib/dri/a_dri.so", 0o644),
+        Entry.hard_link("/usr/lib/dri/c_dri.so", "/usr/lib/dri/a_dri.so", 0o644),
+    ]
+    linked = build_layer(entries, layout, "gzip")
+    assert linked.descriptor.size < len(driver) * 1.1
+    with layout.open_blob(linked.descriptor.digest) as blob, tarfile.open(fileobj=blob) as tar:
+        members = {m.name: m for m in tar}
+    assert members["usr/lib/dri/b_dri.so"].islnk()
+    assert members["usr/lib/dri/b_dri.so"].linkname == "usr/lib/dri/a_dri.so"
+    assert build_layer(entries, layout, "gzip") == linked  # reproducible
+    root = tmp_path / "root"
+    root.mkdir()
+    with layout.open_blob(linked.descriptor.digest) as blob:
+        apply_layer(blob, root)
+    inodes = {(root / f"usr/lib/dri/{n}_dri.so").stat().st_ino for n in "abc"}
+    assert len(inodes) == 1
+    assert (root / "usr/lib/dri/c_dri.so").read_bytes() == driver
+
+
+@pytest.mark.parametrize(
+    "entries",
+    [
+        [Entry.hard_link("/a", "/missing")],
+        [Entry.dir("/d"), Entry.hard_link("/a", "/d")],
+        # The reader must have the target before the link: the link sorts first here.
+        [Entry.hard_link("/a", "/b"), Entry.file("/b", b"x")],
+    ],
+)
+def test_hard_links_to_nothing_earlier_in_the_layer_are_refused(
+    tmp_path: Path, entries: list[Entry]
+) -> None:
+    with pytest.raises(BuildFailed, match="hard link"):
+        build_layer(entries, Layout.open(tmp_path / "oci"), "gzip")

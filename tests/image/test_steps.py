@@ -28,6 +28,7 @@ from skiff.image.steps import (
     _binds,
     _remove_placeholders,
     diff,
+    is_volatile,
     layer_entries,
     parse_secret,
     plan_steps,
@@ -372,3 +373,61 @@ def test_mount_points_that_resolve_into_the_sandboxs_own_mounts_are_refused(
     step = Step("true", mounts=(SecretMount("s", "/run/secrets/s"),))
     with pytest.raises(BuildFailed, match="leads into /proc, /dev or /tmp"):
         _binds(root, step, {"s": secret})
+
+
+def test_volatile_paths_are_the_caches_logs_and_backups_of_apt_and_dpkg() -> None:
+    for rel in (
+        "var/cache/apt/pkgcache.bin",
+        "var/cache/apt/srcpkgcache.bin",
+        "var/cache/apt/archives/jq_1.6_amd64.deb",
+        "var/cache/apt/archives/partial/x.deb",
+        "var/lib/apt/lists/deb.debian.org_debian_dists_bookworm_InRelease",
+        "var/lib/apt/lists/partial",
+        "var/log/apt/history.log",
+        "var/log/apt/term.log",
+        "var/log/dpkg.log",
+        "var/log/alternatives.log",
+        "var/cache/ldconfig/aux-cache",
+        "var/lib/dpkg/status-old",
+        "var/lib/dpkg/diversions-old",
+        "var/cache/debconf/config.dat-old",
+        "var/cache/debconf/templates.dat-old",
+    ):
+        assert is_volatile(rel), rel
+    for rel in (
+        "var/lib/dpkg/status",
+        "var/lib/dpkg/info/jq.list",
+        "var/cache/debconf/config.dat",
+        "etc/ld.so.cache",  # the loader reads it: same bytes for the same libraries
+        "usr/lib/x86_64-linux-gnu/libjq.so.1",
+        "var/log",
+        "opt/var/log/dpkg.log",
+    ):
+        assert not is_volatile(rel), rel
+
+
+def test_a_step_keeps_hard_links_and_leaves_volatile_files_out(
+    debian: tuple[Layout, Manifest], tmp_path: Path
+) -> None:
+    layout, _ = debian
+    step = Step(
+        "mkdir -p /opt/dri /var/log/apt /var/lib/apt/lists/partial"
+        " && head -c 300000 /dev/urandom > /opt/dri/a_dri.so"
+        " && ln /opt/dri/a_dri.so /opt/dri/b_dri.so && ln /opt/dri/a_dri.so /opt/dri/c_dri.so"
+        " && date +%s%N > /var/log/apt/history.log && date +%s%N >> /var/log/dpkg.log"
+        " && date +%s%N > /var/lib/apt/lists/deb_InRelease"
+        " && date +%s%N > /var/lib/dpkg/status-old && touch /kept",
+    )
+    follow = Step("test ! -e /var/lib/apt/lists/deb_InRelease && test -e /kept && echo ok > /seen")
+    results = runner(debian, tmp_path).run([step, follow])
+    blob_path = layout.path(results[0].layer.descriptor.digest)
+    with tarfile.open(blob_path) as tar:
+        members = {m.name: m for m in tar}
+    assert members["opt/dri/a_dri.so"].isfile() and members["opt/dri/a_dri.so"].size == 300000
+    for name in ("opt/dri/b_dri.so", "opt/dri/c_dri.so"):
+        assert members[name].islnk() and members[name].linkname == "opt/dri/a_dri.so"
+    assert results[0].layer.descriptor.size < 330000  # the driver once, not three times
+    assert "kept" in members
+    assert not [n for n in members if is_volatile(n)], sorted(members)
+    # The next step ran over a root without what the layer left out (as a fresh unpack).
+    assert "seen" in layer_members(layout, results[1].layer)

@@ -3,8 +3,8 @@
 Reproducible means: the same entries give the same bytes on any machine. Entries are sorted,
 parent directories are added, and every header carries mtime 0, uid/gid 0, empty user/group names
 and the mode the caller chose; nothing from the host (owner, time, inode) reaches the tar.
-Compressed layers go through ``reproducible_gzip``, whose bytes depend on the tar alone (not on
-the zlib the interpreter happens to be linked with).
+Compressed layers go through ``reproducible_gzip`` or ``reproducible_zstd``, whose bytes depend
+on the tar alone (not on the zlib the interpreter happens to be linked with, nor on threads).
 
 Files are streamed (constant memory) into a blob while both the compressed digest and the
 uncompressed one (the diff_id) are computed in the same pass. A fingerprint of the sources'
@@ -32,10 +32,11 @@ from skiff.digest import Digest
 from skiff.errors import BuildFailed
 from skiff.fsutil import write_atomic
 from skiff.image.layout import GrowingBlob, Layout, cache_dir
-from skiff.image.oci import OCI_LAYER, OCI_LAYER_GZIP, Descriptor, canonical_json
+from skiff.image.oci import OCI_LAYER, OCI_LAYER_GZIP, OCI_LAYER_ZSTD, Descriptor, canonical_json
 from skiff.image.reproducible_gzip import GzipMembers
+from skiff.image.reproducible_zstd import ZstdFrames
 
-Compression = Literal["none", "gzip"]
+Compression = Literal["none", "gzip", "zstd"]
 
 # Bump when a layer's bytes change (tar or compression): stat-cache entries of another format
 # are never reused.
@@ -46,7 +47,8 @@ _COPY_BUFFER = 1 << 20
 
 @dataclass(frozen=True)
 class Entry:
-    """One thing in a layer: a file (from a path or bytes), a directory, or a symlink.
+    """One thing in a layer: a file (from a path or bytes), a directory, a symlink, or a hard
+    link to a file earlier in the same layer.
 
     ``path`` is where it appears in the image (absolute, ``/``-separated).
     """
@@ -58,6 +60,8 @@ class Entry:
     # (st_dev, st_ino) of the source file when it was scanned: it is read only if it is still
     # that very file (a swap for a symlink or another file after the scan is a build error).
     identity: tuple[int, int] | None = field(default=None, compare=False)
+    # The path (in the image) of the file this one is a hard link to, in the same layer.
+    hardlink: str | None = None
 
     @classmethod
     def file(
@@ -78,8 +82,16 @@ class Entry:
     def symlink(cls, path: str, target: str) -> Entry:
         return cls(path, 0o777, link=target)
 
+    @classmethod
+    def hard_link(cls, path: str, target: str, mode: int = 0o644) -> Entry:
+        """A second name for the file ``target`` (which must be in the same layer): stored once,
+        as a tar hard link, and unpacked as one inode, as the step that made it left it."""
+        return cls(path, mode, hardlink=target)
+
     @property
-    def kind(self) -> Literal["file", "dir", "symlink"]:
+    def kind(self) -> Literal["file", "dir", "symlink", "hardlink"]:
+        if self.hardlink is not None:
+            return "hardlink"
         if self.link is not None:
             return "symlink"
         return "dir" if self.source is None else "file"
@@ -130,7 +142,21 @@ def _with_parents(entries: Iterable[Entry]) -> list[Entry]:
         if parent and by_name[parent].kind != "dir":
             raise BuildFailed(f"/{name} is inside /{parent}, which is not a directory")
     # Sorting by components keeps a directory's contents together, right after it.
-    return [by_name[n] for n in sorted(by_name, key=lambda n: n.split("/"))]
+    order = sorted(by_name, key=_sort_key)
+    position = {name: i for i, name in enumerate(order)}
+    for name, entry in by_name.items():
+        if entry.hardlink is not None:
+            target = _tar_name(entry.hardlink)
+            # A reader links to a name it has already written: the target must come first.
+            if target not in by_name or by_name[target].kind != "file":
+                raise BuildFailed(f"/{name} is a hard link to /{target}, not a file of the layer")
+            if position[target] > position[name]:
+                raise BuildFailed(f"/{name} is a hard link to /{target}, which comes after it")
+    return [by_name[n] for n in order]
+
+
+def _sort_key(name: str) -> list[str]:
+    return name.split("/")
 
 
 class _TarSink:
@@ -183,6 +209,10 @@ def _add(tar: tarfile.TarFile, entry: Entry, stop: threading.Event | None = None
     elif entry.kind == "symlink":
         info.type = tarfile.SYMTYPE
         info.linkname = entry.link or ""
+        tar.addfile(info)
+    elif entry.kind == "hardlink":
+        info.type = tarfile.LNKTYPE
+        info.linkname = _tar_name(entry.hardlink or "")
         tar.addfile(info)
     elif isinstance(entry.source, bytes):
         info.size = len(entry.source)
@@ -276,6 +306,8 @@ def write_layer(
     with layout.writer(watch=watch) as blob, contextlib.ExitStack() as compressor:
         if compression == "gzip":
             sink = _TarSink(compressor.enter_context(GzipMembers(blob)), hashed=True)
+        elif compression == "zstd":
+            sink = _TarSink(compressor.enter_context(ZstdFrames(blob)), hashed=True)
         else:
             sink = _TarSink(blob, hashed=False)
         # Mode "w" (not the streaming "w|", whose 10 kB buffer slicing costs more than the
@@ -292,7 +324,7 @@ def write_layer(
         compressor.close()  # the last gzip member must be in the blob before it is committed
         digest = blob.commit()
         size = blob.size
-    media_type = OCI_LAYER_GZIP if compression == "gzip" else OCI_LAYER
+    media_type = {"gzip": OCI_LAYER_GZIP, "zstd": OCI_LAYER_ZSTD}.get(compression, OCI_LAYER)
     diff_id = Digest(sink.hash.hexdigest()) if sink.hash is not None else digest
     return Layer(Descriptor(media_type, digest, size), diff_id)
 
@@ -353,6 +385,8 @@ def fingerprint(entries: Iterable[Entry], compression: Compression) -> str:
     items: list[Any] = []
     for entry in sorted(entries, key=lambda e: e.name):
         item: list[Any] = [_keyable(entry.name), entry.mode, entry.kind, _keyable(entry.link)]
+        if entry.hardlink is not None:
+            item.append(_keyable(entry.hardlink))
         if isinstance(entry.source, bytes):
             item.append(hashlib.sha256(entry.source).hexdigest())
         elif isinstance(entry.source, Path):

@@ -20,7 +20,7 @@ import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
-from typing import Protocol
+from typing import Protocol, Self
 
 import deflate
 
@@ -33,39 +33,48 @@ class _Sink(Protocol):
     def write(self, data: bytes | bytearray, /) -> int: ...
 
 
-class GzipMembers:
-    """A write-only file object: what is written goes to ``target`` as reproducible gzip.
+class ChunkedWriter:
+    """A write-only file object: what is written goes to ``target`` compressed, in independent
+    pieces of ``chunk`` input bytes each (gzip members, zstd frames), so the bytes depend on the
+    input alone, never on how it was written or on how many threads compressed it.
 
-    Full members are compressed by a small thread pool, at most ``2 * workers`` of them in
-    flight, and written in input order; ``close`` writes the last (partial) member. Leaving the
+    Full pieces are compressed by a small thread pool, at most ``2 * workers`` of them in
+    flight, and written in input order; ``close`` writes the last (partial) piece. Leaving the
     ``with`` block on an exception drops what is pending and writes nothing more.
     """
+
+    chunk = MEMBER_INPUT
 
     def __init__(self, target: _Sink, *, workers: int | None = None) -> None:
         self._target = target
         self._pending = bytearray()
-        self._in_flight: deque[Future[bytearray]] = deque()
+        self._in_flight: deque[Future[bytes]] = deque()
         self._workers = workers or min(_MAX_WORKERS, os.cpu_count() or 1)
         self._pool: ThreadPoolExecutor | None = None
         self._written_any = False
         self._closed = False
 
+    def compress(self, data: bytes) -> bytes:
+        """One independent piece; called from the pool's threads (must release the GIL)."""
+        raise NotImplementedError
+
     def write(self, data: bytes) -> int:
         if self._closed:
-            raise ValueError("write to a closed GzipMembers")
+            raise ValueError(f"write to a closed {type(self).__name__}")
         self._pending += data
-        full = len(self._pending) - len(self._pending) % MEMBER_INPUT
-        for start in range(0, full, MEMBER_INPUT):
-            self._submit(bytes(self._pending[start : start + MEMBER_INPUT]))
+        chunk = self.chunk
+        full = len(self._pending) - len(self._pending) % chunk
+        for start in range(0, full, chunk):
+            self._submit(bytes(self._pending[start : start + chunk]))
         if full:
             del self._pending[:full]
         return len(data)
 
     def flush(self) -> None:
-        """Nothing to do: a member is written only once it is complete."""
+        """Nothing to do: a piece is written only once it is complete."""
 
     def close(self) -> None:
-        """Writes every pending member, the last partial one included."""
+        """Writes every pending piece, the last partial one included."""
         if self._closed:
             return
         self._closed = True
@@ -73,8 +82,8 @@ class GzipMembers:
             while self._in_flight:
                 self._target.write(self._in_flight.popleft().result())
             if self._pending or not self._written_any:
-                # An empty input still makes a valid gzip file: one empty member.
-                self._target.write(deflate.gzip_compress(bytes(self._pending), LEVEL))
+                # An empty input still makes a valid compressed file: one empty piece.
+                self._target.write(self.compress(bytes(self._pending)))
                 self._pending.clear()
         finally:
             self._shutdown(cancel=False)
@@ -86,7 +95,7 @@ class GzipMembers:
         self._in_flight.clear()
         self._shutdown(cancel=True)
 
-    def __enter__(self) -> GzipMembers:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -100,19 +109,28 @@ class GzipMembers:
         else:
             self.abort()
 
-    def _submit(self, member_input: bytes) -> None:
+    def _submit(self, piece: bytes) -> None:
         self._written_any = True
         if self._workers <= 1:
-            self._target.write(deflate.gzip_compress(member_input, LEVEL))
+            self._target.write(self.compress(piece))
             return
-        if self._pool is None:  # made on the first full member: small layers need no threads
-            self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="skiff-gzip")
-        self._in_flight.append(self._pool.submit(deflate.gzip_compress, member_input, LEVEL))
+        if self._pool is None:  # made on the first full piece: small layers need no threads
+            self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="skiff-compress")
+        self._in_flight.append(self._pool.submit(self.compress, piece))
         while len(self._in_flight) > 2 * self._workers:
             self._target.write(self._in_flight.popleft().result())
 
     def _shutdown(self, *, cancel: bool) -> None:
         if self._pool is not None:
-            # Waits at most for the members being compressed (milliseconds each).
+            # Waits at most for the pieces being compressed (milliseconds each).
             self._pool.shutdown(wait=True, cancel_futures=cancel)
             self._pool = None
+
+
+class GzipMembers(ChunkedWriter):
+    """Reproducible gzip: one libdeflate member per MiB of input."""
+
+    chunk = MEMBER_INPUT
+
+    def compress(self, data: bytes) -> bytes:
+        return bytes(deflate.gzip_compress(data, LEVEL))

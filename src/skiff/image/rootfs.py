@@ -40,6 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, cast
 
+import zstandard
+
 from skiff.errors import BuildFailed
 from skiff.image.layout import Layout
 from skiff.image.oci import Descriptor
@@ -62,11 +64,6 @@ def unpack_layers(layout: Layout, layers: Iterable[Descriptor], root: Path) -> U
     report = UnpackReport()
     root.mkdir(parents=True, exist_ok=True)
     for descriptor in layers:
-        if "zstd" in descriptor.media_type:
-            raise BuildFailed(
-                f"layer {descriptor.digest} is zstd-compressed, which skiff cannot unpack yet",
-                "use a base image with gzip or uncompressed layers",
-            )
         with layout.open_blob(descriptor.digest) as blob:
             try:
                 apply_layer(blob, root, report=report)
@@ -76,7 +73,7 @@ def unpack_layers(layout: Layout, layers: Iterable[Descriptor], root: Path) -> U
 
 
 def apply_layer(fileobj: IO[bytes], root: Path, *, report: UnpackReport | None = None) -> None:
-    """Applies one layer tar (plain or gzip, from a seekable file) onto ``root``."""
+    """Applies one layer tar (plain, gzip or zstd, from a seekable file) onto ``root``."""
     report = report if report is not None else UnpackReport()
     try:
         applier = _Applier(Path(os.path.realpath(root)), report)
@@ -88,7 +85,7 @@ def apply_layer(fileobj: IO[bytes], root: Path, *, report: UnpackReport | None =
             applier.finish()
         finally:
             applier.close()
-    except (tarfile.TarError, EOFError, OSError, UnicodeError) as exc:
+    except (tarfile.TarError, EOFError, OSError, UnicodeError, zstandard.ZstdError) as exc:
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise BuildFailed(
                 f"no space left while unpacking into {root}", "free some disk space"
@@ -97,18 +94,24 @@ def apply_layer(fileobj: IO[bytes], root: Path, *, report: UnpackReport | None =
 
 
 _GZIP_MAGIC = b"\x1f\x8b"
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
 def _tar_stream(fileobj: IO[bytes]) -> IO[bytes]:
     """The layer's tar (``fileobj`` is a seekable blob file): a gzip layer is decompressed here.
 
     tarfile's own stream decompression ("r|gz") stops after the first gzip member, and a layer
-    may hold several (skiff's own do: see reproducible_gzip); gzip.GzipFile reads them all.
+    may hold several (skiff's own do: see reproducible_gzip); gzip.GzipFile reads them all. A
+    zstd layer is read the same way, across all its frames.
     """
-    head = fileobj.read(len(_GZIP_MAGIC))
+    head = fileobj.read(len(_ZSTD_MAGIC))
     fileobj.seek(-len(head), os.SEEK_CUR)
-    if head == _GZIP_MAGIC:
+    if head[: len(_GZIP_MAGIC)] == _GZIP_MAGIC:
         return cast(IO[bytes], gzip.GzipFile(fileobj=fileobj, mode="rb"))
+    if head == _ZSTD_MAGIC:
+        # Every frame, not just the first (skiff's zstd layers are a series of frames).
+        reader = zstandard.ZstdDecompressor().stream_reader(fileobj, read_across_frames=True)
+        return cast(IO[bytes], reader)
     return fileobj
 
 
@@ -635,6 +638,34 @@ def remove_mount_points(root: Path, created: Iterable[Path]) -> None:
         os.close(root_fd)
 
 
+def remove_inside(root: Path, rels: Iterable[str]) -> None:
+    """Removes each of ``rels`` (paths relative to ``root``) whatever it is, if still there.
+
+    Each parent is found again component by component without following any symlink (a build
+    step may have put one on the way), so nothing outside the root is ever touched; a path whose
+    parent is no longer a real directory is left alone. Parents before children is fine: a
+    removed directory takes its contents with it.
+    """
+    root_fd = os.open(root, _DIR)
+    try:
+        for rel in sorted(set(rels), key=lambda r: r.count("/")):
+            parts = [p for p in rel.split("/") if p]
+            if not parts or ".." in parts:
+                continue
+            try:
+                parent_fd = _open_names(root_fd, parts[:-1])
+            except OSError:
+                continue
+            try:
+                _remove_at(parent_fd, parts[-1])
+            except OSError:
+                pass  # busy or gone: it only costs space
+            finally:
+                os.close(parent_fd)
+    finally:
+        os.close(root_fd)
+
+
 def remove_path(path: Path) -> None:
     """Removes whatever is at ``path`` (never following a symlink), read-only directories too.
 
@@ -655,6 +686,7 @@ __all__ = [
     "apply_layer",
     "existing_prefix",
     "make_mount_point",
+    "remove_inside",
     "remove_mount_points",
     "remove_path",
     "resolve_dir",

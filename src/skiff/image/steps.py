@@ -31,6 +31,7 @@ of a layer.
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import hashlib
 import os
 import posixpath
@@ -55,6 +56,7 @@ from skiff.image.rootfs import (
     apply_layer,
     existing_prefix,
     make_mount_point,
+    remove_inside,
     remove_mount_points,
     remove_path,
     resolve_dir,
@@ -67,6 +69,32 @@ EXCLUDED_TOP = frozenset({"proc", "sys", "dev", "tmp"})
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _OUTPUT_TAIL = 30
 _SECRET_ID = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+# What a build step leaves behind that is not image content: apt's and dpkg's caches, logs and
+# backups. Each differs from one build to the next (times, inode numbers, the order apt met the
+# lists in) or is only of use on the machine that ran the step, so keeping any of them would give
+# the same cog.yaml another layer digest on every machine (and every CI run would upload the
+# layer again). Found by running the same apt step twice from empty caches and comparing the
+# layers. Left out of every step layer, and removed from the root filesystem when the step made
+# them (a later step sees what a fresh unpack of the layers gives). Patterns are fnmatch's,
+# relative to the root (``*`` crosses ``/``).
+VOLATILE_PATHS = (
+    "var/cache/apt/*.bin",  # apt's binary caches (pkgcache, srcpkgcache): differ every build
+    "var/cache/apt/archives/*.deb",  # the downloaded packages (already unpacked)
+    "var/cache/apt/archives/partial/*",
+    "var/lib/apt/lists/*",  # the package lists: `apt-get update` fetches them again
+    "var/log/apt/*",  # history.log, term.log, eipp.log.xz: dated
+    "var/log/dpkg.log",
+    "var/log/alternatives.log",
+    "var/cache/ldconfig/aux-cache",  # ldconfig's stat cache (inode numbers, times)
+    "var/lib/dpkg/*-old",  # dpkg's backups: status-old, available-old, diversions-old...
+    "var/cache/debconf/*-old",  # debconf's: config.dat-old, templates.dat-old
+)
+
+
+def is_volatile(rel: str) -> bool:
+    """True for a path (relative to the root) that is left out of step layers."""
+    return any(fnmatch.fnmatchcase(rel, pattern) for pattern in VOLATILE_PATHS)
 
 StepRole = Literal["system", "run"]
 
@@ -359,6 +387,7 @@ class FileState:
     inode: int
     link: str | None = None
     device: int = 0
+    nlink: int = 1
 
 
 def snapshot(root: Path) -> dict[str, FileState]:
@@ -392,7 +421,14 @@ def snapshot(root: Path) -> dict[str, FileState]:
             else:
                 kind = "other"
             states[rel] = FileState(
-                kind, stat.S_IMODE(mode), st.st_size, st.st_mtime_ns, st.st_ino, link, st.st_dev
+                kind,
+                stat.S_IMODE(mode),
+                st.st_size,
+                st.st_mtime_ns,
+                st.st_ino,
+                link,
+                st.st_dev,
+                st.st_nlink,
             )
     return states
 
@@ -402,6 +438,8 @@ class Changes:
     added: list[str] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
+    # Added or changed, but left out of the layer (``VOLATILE_PATHS``).
+    volatile: list[str] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
@@ -427,9 +465,13 @@ def diff(before: Mapping[str, FileState], after: Mapping[str, FileState]) -> Cha
     changes = Changes()
     for rel, new in after.items():
         old = before.get(rel)
-        if old is None:
+        if old is not None and not _differs(old, new):
+            continue
+        if is_volatile(rel):
+            changes.volatile.append(rel)
+        elif old is None:
             changes.added.append(rel)
-        elif _differs(old, new):
+        else:
             changes.changed.append(rel)
     for rel in before:
         if rel in after:
@@ -439,14 +481,23 @@ def diff(before: Mapping[str, FileState], after: Mapping[str, FileState]) -> Cha
             before[parent].kind == "dir" and parent in after and after[parent].kind == "dir"
         ):
             changes.deleted.append(rel)
-    for items in (changes.added, changes.changed, changes.deleted):
+    for items in (changes.added, changes.changed, changes.deleted, changes.volatile):
         items.sort()
     return changes
 
 
 def layer_entries(root: Path, changes: Changes, after: Mapping[str, FileState]) -> list[Entry]:
-    """The layer for ``changes``: files read from ``root``; parents with their real modes."""
+    """The layer for ``changes``: files read from ``root``; parents with their real modes.
+
+    Files that are one inode under several names in the layer (mesa's drivers, say) are stored
+    once, the other names as hard links to the first in the layer's order.
+    """
     entries: dict[str, Entry] = {}
+    first_name: dict[tuple[int, int], str] = {}
+    for rel in sorted(changes.added + changes.changed, key=lambda r: r.split("/")):
+        state = after[rel]
+        if state.kind == "file" and state.nlink > 1:
+            first_name.setdefault((state.device, state.inode), rel)
 
     def add_parents(rel: str) -> None:
         parent = posixpath.dirname(rel)
@@ -461,7 +512,11 @@ def layer_entries(root: Path, changes: Changes, after: Mapping[str, FileState]) 
         elif state.kind == "file":
             # Read only if still the file the snapshot saw: never through a link put in its place.
             identity = (state.device, state.inode)
-            entries[rel] = Entry.file("/" + rel, root / rel, state.mode, identity=identity)
+            target = first_name.get(identity, rel)
+            if target != rel:
+                entries[rel] = Entry.hard_link("/" + rel, "/" + target, state.mode)
+            else:
+                entries[rel] = Entry.file("/" + rel, root / rel, state.mode, identity=identity)
         elif state.kind == "symlink":
             entries[rel] = Entry.symlink("/" + rel, state.link or "")
         else:
@@ -601,6 +656,9 @@ class StepRunner:
             )
         after = snapshot(root)
         changes = diff(before, after)
+        # What the step made and the layer leaves out goes from the root too: a later step sees
+        # the root a fresh unpack of the layers would give (no package lists, say).
+        remove_inside(root, [rel for rel in changes.volatile if rel not in before])
         return build_layer(layer_entries(root, changes, after), self.layout, "gzip")
 
     def _redact(self, text: str) -> str:
