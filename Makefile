@@ -34,6 +34,7 @@ venv: $(BIN)/skiff
 
 lint: venv
 	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/ruff format --check src tests bench scripts
 	$(BIN)/mypy
 
 unit: system-deps venv

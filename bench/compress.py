@@ -142,8 +142,11 @@ def main() -> int:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.with_suffix(".md").write_text(
-            "# Compressed layer writing\n\n" + table + "\n\nCommand: `.venv/bin/python "
-            + " ".join(["bench/compress.py", *sys.argv[1:]]) + "`\n"
+            "# Compressed layer writing\n\n"
+            + table
+            + "\n\nCommand: `.venv/bin/python "
+            + " ".join(["bench/compress.py", *sys.argv[1:]])
+            + "`\n"
         )
     return 0
 

@@ -67,7 +67,10 @@ def _serve(
     command += ["--host", "127.0.0.1"]
     with log.open("wb") as out:
         return subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 
@@ -124,16 +127,34 @@ def main() -> int:
                 "SKIFF_CACHE_DIR": str(scratch / "cache"),
             }
             subprocess.run(
-                [str(SKIFF), "build", "-t", "bench:keepalive", "--output-layout", str(layout),
-                 "-C", str(EXAMPLE)],
-                env=env, check=True, capture_output=True,
+                [
+                    str(SKIFF),
+                    "build",
+                    "-t",
+                    "bench:keepalive",
+                    "--output-layout",
+                    str(layout),
+                    "-C",
+                    str(EXAMPLE),
+                ],
+                env=env,
+                check=True,
+                capture_output=True,
             )
         rootfs = scratch / "rootfs"
         subprocess.run(
             # The layout names the image by its full reference.
-            ["umoci", "raw", "unpack", "--rootless", "--image",
-             f"{layout}:docker.io/library/bench:keepalive", str(rootfs)],
-            check=True, capture_output=True,
+            [
+                "umoci",
+                "raw",
+                "unpack",
+                "--rootless",
+                "--image",
+                f"{layout}:docker.io/library/bench:keepalive",
+                str(rootfs),
+            ],
+            check=True,
+            capture_output=True,
         )
         port = free_port()
         url = f"http://127.0.0.1:{port}"

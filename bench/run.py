@@ -604,9 +604,7 @@ def table(samples: Samples) -> tuple[str, dict[str, bool]]:
                     "cold_push_same_disk_s",
                     [
                         max(b, p)
-                        for b, p in zip(
-                            build_s, samples.values["push_same_disk_s"], strict=True
-                        )
+                        for b, p in zip(build_s, samples.values["push_same_disk_s"], strict=True)
                     ],
                 ),
                 "-",

@@ -37,8 +37,11 @@ def step(title: str) -> None:
 
 
 def run(args: list[str], stdin: str | None = None, expect: int | None = None) -> int:
-    shown = " ".join(shlex.quote(a) for a in ["skiff", *args[1:]]) if args[0] == SKIFF else \
-        " ".join(shlex.quote(a) for a in args)
+    shown = (
+        " ".join(shlex.quote(a) for a in ["skiff", *args[1:]])
+        if args[0] == SKIFF
+        else " ".join(shlex.quote(a) for a in args)
+    )
     if stdin is not None:
         shown = f"echo '***' | {shown}"
     print(f"{BOLD}$ {shown}{RESET}", flush=True)
@@ -57,9 +60,10 @@ def main() -> None:
         os.environ["DOCKER_CONFIG"] = str(work / "docker-config")
         os.environ["SKIFF_CACHE_DIR"] = str(work / "cache")
         (work / "docker-config").mkdir()
-        with TokenIssuer(work / "issuer", users=USERS) as issuer, RegistryServer(
-            work / "registry", token=issuer
-        ) as registry:
+        with (
+            TokenIssuer(work / "issuer", users=USERS) as issuer,
+            RegistryServer(work / "registry", token=issuer) as registry,
+        ):
             host = registry.host
             print(f"A registry with token auth is running at {host}; users alice and bob.")
             # A tiny base image, so the demo needs nothing from the internet.
@@ -73,43 +77,71 @@ def main() -> None:
             run([SKIFF, "check", f"{host}/alice/hello"], expect=3)
 
             step("Log in (verified against the registry, stored like docker login)")
-            run([SKIFF, "login", host, "-u", "alice", "--password-stdin"],
-                stdin=USERS["alice"], expect=0)
+            run(
+                [SKIFF, "login", host, "-u", "alice", "--password-stdin"],
+                stdin=USERS["alice"],
+                expect=0,
+            )
 
             step("alice may not push to bob's namespace: proved by a dry push (exit 3)")
             run([SKIFF, "check", f"{host}/bob/hello"], expect=3)
 
             step("alice's own namespace: every check passes (exit 0)")
-            run([SKIFF, "check", f"{host}/alice/hello:v1", "-C", str(ROOT / "examples/hello")],
-                expect=0)
+            run(
+                [SKIFF, "check", f"{host}/alice/hello:v1", "-C", str(ROOT / "examples/hello")],
+                expect=0,
+            )
 
             step("skiff push to a forbidden destination fails before any build work (exit 3)")
-            run([SKIFF, "push", f"{host}/bob/hello", "-C", str(ROOT / "examples/hello")],
-                expect=3)
+            run([SKIFF, "push", f"{host}/bob/hello", "-C", str(ROOT / "examples/hello")], expect=3)
 
             step("Build and push the example model (3 MB of weights in their own layer)")
-            run([SKIFF, "push", f"{host}/alice/hello:v1", "-C", str(ROOT / "examples/hello")],
-                expect=0)
+            run(
+                [SKIFF, "push", f"{host}/alice/hello:v1", "-C", str(ROOT / "examples/hello")],
+                expect=0,
+            )
 
             step("The pushed image, as skopeo sees it")
-            run(["skopeo", "inspect", "--tls-verify=false", "--creds",
-                 f"alice:{USERS['alice']}", "--format",
-                 "{{.Name}} {{.Digest}} layers={{len .Layers}}",
-                 f"docker://{host}/alice/hello:v1"], expect=0)
+            run(
+                [
+                    "skopeo",
+                    "inspect",
+                    "--tls-verify=false",
+                    "--creds",
+                    f"alice:{USERS['alice']}",
+                    "--format",
+                    "{{.Name}} {{.Digest}} layers={{len .Layers}}",
+                    f"docker://{host}/alice/hello:v1",
+                ],
+                expect=0,
+            )
 
             step("Push again: nothing changed, nothing is uploaded")
-            run([SKIFF, "push", f"{host}/alice/hello:v1", "-C", str(ROOT / "examples/hello")],
-                expect=0)
+            run(
+                [SKIFF, "push", f"{host}/alice/hello:v1", "-C", str(ROOT / "examples/hello")],
+                expect=0,
+            )
 
             step("A typo of a destination pushed to before: refused before any build (exit 3)")
-            run([SKIFF, "push", f"{host}/alice/helo:v1", "-C", str(ROOT / "examples/hello")],
-                expect=3)
+            run(
+                [SKIFF, "push", f"{host}/alice/helo:v1", "-C", str(ROOT / "examples/hello")],
+                expect=3,
+            )
             step("--new says a new repository is meant: the check passes (exit 0)")
             run([SKIFF, "check", f"{host}/alice/helo:v1", "--new"], expect=0)
 
             step("One push, two destinations: checked first, built once, the copy mounted")
-            run([SKIFF, "push", f"{host}/alice/hello:v2", f"{host}/alice/hello-copy:v1",
-                 "-C", str(ROOT / "examples/hello")], expect=0)
+            run(
+                [
+                    SKIFF,
+                    "push",
+                    f"{host}/alice/hello:v2",
+                    f"{host}/alice/hello-copy:v1",
+                    "-C",
+                    str(ROOT / "examples/hello"),
+                ],
+                expect=0,
+            )
 
             if "--quick" not in sys.argv:
                 step("A model with a system package (jq) and a run step, on a Debian base")
@@ -119,8 +151,14 @@ def main() -> None:
                     "from Debian's archive.",
                     flush=True,
                 )
-                skopeo_push(python_base_layout(), registry, "alice/debian", "bookworm",
-                            user="alice", password=USERS["alice"])
+                skopeo_push(
+                    python_base_layout(),
+                    registry,
+                    "alice/debian",
+                    "bookworm",
+                    user="alice",
+                    password=USERS["alice"],
+                )
                 os.environ["SKIFF_BASE_IMAGE"] = f"{host}/alice/debian:bookworm"
                 example = str(ROOT / "examples/with-system-packages")
                 run([SKIFF, "push", f"{host}/alice/prices:v1", "-C", example], expect=0)
@@ -134,8 +172,10 @@ def main() -> None:
                     flush=True,
                 )
                 document = '{"items": [{"price": 2}, {"price": 3.5}, {"price": 4.25}]}'
-                run([SKIFF, "predict", f"{host}/alice/prices:v1", "-i", f"document={document}"],
-                    expect=0)
+                run(
+                    [SKIFF, "predict", f"{host}/alice/prices:v1", "-i", f"document={document}"],
+                    expect=0,
+                )
         print("\nThe demo registry is stopped and its files are removed.")
 
 

@@ -432,7 +432,9 @@ def test_large_weights_files_are_built_side_by_side_in_a_fixed_order(
         with tarfile.open(layout.path(layer.descriptor.digest)) as tar:
             files.append([m.name for m in tar if m.isfile()])
     assert files == [
-        ["src/weights/a.bin"], ["src/weights/b.bin"], ["src/weights/c.bin"],
+        ["src/weights/a.bin"],
+        ["src/weights/b.bin"],
+        ["src/weights/c.bin"],
         ["src/weights/table.bin"],
     ]
 

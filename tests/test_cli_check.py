@@ -379,9 +379,7 @@ def test_hostile_error_text_cannot_drive_the_terminal() -> None:
     assert len(run.stderr) < 3000
 
 
-def test_arm64_to_replicate_is_refused_before_any_build(
-    tmp_path: Path, hermetic_env: Path
-) -> None:
+def test_arm64_to_replicate_is_refused_before_any_build(tmp_path: Path, hermetic_env: Path) -> None:
     """r8.im runs linux/amd64 only: known from the reference alone, so no registry is asked
     (r8.im cannot be reached from here) and nothing is built."""
     model = tmp_path / "model"

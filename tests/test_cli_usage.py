@@ -39,10 +39,34 @@ def test_help_lists_every_command_and_the_exit_codes() -> None:
     [
         ("check", ["REFERENCE", "--dir", "-C", "--json", "--debug"]),
         ("login", ["REGISTRY", "--username", "-u", "--password-stdin"]),
-        ("build", ["--tag", "-t", "--output-layout", "--base-image", "--platform", "--pull",
-                   "--secret", "SKIFF_BASE_IMAGE"]),
-        ("push", ["REFERENCE", "--dir", "-C", "--base-image", "--platform", "--pull", "--secret",
-                  "--json", "SKIFF_BASE_IMAGE", "cog.yaml"]),
+        (
+            "build",
+            [
+                "--tag",
+                "-t",
+                "--output-layout",
+                "--base-image",
+                "--platform",
+                "--pull",
+                "--secret",
+                "SKIFF_BASE_IMAGE",
+            ],
+        ),
+        (
+            "push",
+            [
+                "REFERENCE",
+                "--dir",
+                "-C",
+                "--base-image",
+                "--platform",
+                "--pull",
+                "--secret",
+                "--json",
+                "SKIFF_BASE_IMAGE",
+                "cog.yaml",
+            ],
+        ),
         ("predict", ["--input", "-i", "NAME=@path", "--output", "-o"]),
         ("serve", ["--port", "-p", "5000", "--host", "127.0.0.1"]),
         ("init", ["--dir"]),
@@ -106,8 +130,12 @@ def _modules_after(args: list[str], tmp_path: Path) -> tuple[int, set[str]]:
         "sys.stdout.write('\\n' + json.dumps([code, sorted(sys.modules)]))\n"
     )
     done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
-        env={**os.environ, "SKIFF_CACHE_DIR": str(tmp_path / "cache")}, cwd=tmp_path,
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "SKIFF_CACHE_DIR": str(tmp_path / "cache")},
+        cwd=tmp_path,
     )
     assert "Traceback" not in done.stderr, done.stderr
     code, modules = json.loads(done.stdout.splitlines()[-1])

@@ -635,5 +635,7 @@ def test_function_predictors_and_run_are_accepted(tmp_path: Path) -> None:
     cfg = config.load(tmp_path)
     config.check_local(cfg)
     assert (cfg.predict, cfg.predict_field, cfg.build.sdk_version) == (
-        "predict.py:run", "run", "0.23.1"
+        "predict.py:run",
+        "run",
+        "0.23.1",
     )

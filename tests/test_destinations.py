@@ -52,8 +52,9 @@ def test_a_bare_word_is_a_name(text: str, name: bool) -> None:
 
 def test_skiff_yaml_names_resolve(tmp_path: Path) -> None:
     write(tmp_path, "destinations:\n  prod: r8.im/acme/sdxl\n  staging: ghcr.io/acme/sdxl:st\n")
-    assert destinations.resolve("prod", tmp_path) == Resolved("r8.im/acme/sdxl", "prod",
-                                                               "skiff.yaml")
+    assert destinations.resolve("prod", tmp_path) == Resolved(
+        "r8.im/acme/sdxl", "prod", "skiff.yaml"
+    )
     assert destinations.resolve("staging", tmp_path).reference == "ghcr.io/acme/sdxl:st"
     # A reference is taken as it is, whatever skiff.yaml says.
     assert destinations.resolve("r8.im/acme/other", tmp_path) == Resolved("r8.im/acme/other")
@@ -260,5 +261,6 @@ def test_the_same_destination_twice_is_pushed_once(tmp_path: Path) -> None:
     write(tmp_path, "destinations:\n  prod: r8.im/acme/sdxl\n")
     named = destinations.resolve("prod", tmp_path)
     assert unique([named, Resolved("R8.im/acme/sdxl"), Resolved("r8.im/acme/other")]) == [
-        named, Resolved("r8.im/acme/other")
+        named,
+        Resolved("r8.im/acme/other"),
     ]

@@ -94,7 +94,8 @@ def test_two_registries_one_build_the_same_digest_everywhere(
     human = run("push", f"{first.host}/acme/hello:v1", "backup", "-C", str(model))
     assert human.returncode == 0, human.stderr
     assert human.stdout.splitlines() == [
-        f"{first.host}/acme/hello@{one['digest']}", f"{second.host}/team/hello@{one['digest']}"
+        f"{first.host}/acme/hello@{one['digest']}",
+        f"{second.host}/team/hello@{one['digest']}",
     ]
     assert "Pushing to 2 destinations" in human.stderr
 

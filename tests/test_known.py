@@ -49,7 +49,9 @@ def test_record_counts_pushes_per_repository(hermetic_env: Path) -> None:
     known.record(parse("ghcr.io/acme/other"), DIGEST)
     [turbo, other] = known.load()
     assert (turbo.repository, turbo.count, turbo.reference) == (
-        "r8.im/acme/sdxl-turbo", 2, "r8.im/acme/sdxl-turbo:v2"
+        "r8.im/acme/sdxl-turbo",
+        2,
+        "r8.im/acme/sdxl-turbo:v2",
     )
     assert other.count == 1 and other.describe() == f"pushed once, last {other.last_date}"
     assert turbo.describe() == f"pushed 2 times, last {time.strftime('%Y-%m-%d', time.gmtime())}"
@@ -117,8 +119,6 @@ def test_near_misses_only_within_the_same_registry(hermetic_env: Path) -> None:
 
 
 # -- through the CLI, after real pushes ----------------------------------------------------------
-
-
 
 
 def tags(registry: RegistryServer, path: str) -> list[str] | None:
@@ -231,5 +231,7 @@ def test_the_least_recently_pushed_are_forgotten_beyond_the_limit(
     path.write_text(json.dumps({"version": 1, "destinations": old}))
     known.record(parse("r8.im/acme/new"), DIGEST)
     assert sorted(k.repository for k in known.load()) == [
-        "r8.im/acme/m1", "r8.im/acme/m2", "r8.im/acme/new"
+        "r8.im/acme/m1",
+        "r8.im/acme/m2",
+        "r8.im/acme/new",
     ]

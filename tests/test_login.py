@@ -168,8 +168,11 @@ def test_eight_concurrent_logins_to_different_hosts_keep_every_entry(
         processes = [
             subprocess.Popen(
                 [*SKIFF, "login", host, "-u", "alice", "--password-stdin"],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                text=True, env=dict(os.environ),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=dict(os.environ),
             )
             for host in hosts
         ]

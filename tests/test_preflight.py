@@ -314,9 +314,7 @@ def test_platform_check_runs_after_the_registrys_and_refines_failures(
     report = preflight(f"{plain_registry.host}/a/b", platforms=[Recorder()])
     # The destination's checks, the platform's (a rejection is told before cog.yaml is read),
     # then the model folder's.
-    assert [r.name for r in report.results][-4:] == [
-        "tag", "typo", "extra", "cog.yaml"
-    ]
+    assert [r.name for r in report.results][-4:] == ["tag", "typo", "extra", "cog.yaml"]
     assert report.ok
     push_tiny_image(plain_registry, "a/b")
     report = preflight(f"{plain_registry.host}/a/b", platforms=[Recorder()])

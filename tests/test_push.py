@@ -27,8 +27,6 @@ SKIFF = Path(sys.executable).parent / "skiff"
 PINNED = re.compile(r"^(?P<repo>\S+)@(?P<digest>sha256:[0-9a-f]{64})$")
 
 
-
-
 def skiff(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(SKIFF), *args], capture_output=True, text=True, timeout=180, env=dict(os.environ)

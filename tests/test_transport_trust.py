@@ -99,7 +99,7 @@ def test_url_queries_are_hidden_in_logged_text() -> None:
     from skiff.registry.redact import redact
 
     line = (
-        'HTTP Request: PUT http://127.0.0.1:5000/v2/a/blobs/uploads/u?_state=abc%3D&digest=sha256:1'
+        "HTTP Request: PUT http://127.0.0.1:5000/v2/a/blobs/uploads/u?_state=abc%3D&digest=sha256:1"
         ' "HTTP/1.1 201 Created" then https://bucket.s3.amazonaws.com/k?X-Amz-Signature=s3cr3t'
     )
     hidden = redact(line)

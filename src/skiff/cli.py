@@ -111,7 +111,8 @@ def check(args: argparse.Namespace) -> int:
     if not args.json:
         console.print("Checking ", (safe(resolved.describe()), "bold"))
     report = run_preflight(
-        resolved.reference, model_dir=args.dir,
+        resolved.reference,
+        model_dir=args.dir,
         on_result=None if args.json else CheckPrinter(console),
         intent=Intent(platform, new_repository=args.new),
     )
@@ -160,8 +161,9 @@ def login(args: argparse.Namespace) -> int:
     except SkiffError as exc:
         fail(exc, False)
     _console().print(
-        safe(f"Login succeeded: {result.username} at {result.registry} "
-             f"(saved in {result.stored_in})")
+        safe(
+            f"Login succeeded: {result.username} at {result.registry} (saved in {result.stored_in})"
+        )
     )
     return EXIT_OK
 
@@ -231,7 +233,9 @@ def build(args: argparse.Namespace) -> int:
     try:
         layout = default_layout()
         image = Builder(
-            args.dir, options, layout=layout,
+            args.dir,
+            options,
+            layout=layout,
             on_status=lambda text: console.print(f"  {safe(text)}"),
         ).build()
         for warning in image.warnings:
@@ -312,8 +316,10 @@ def _push_several(args: argparse.Namespace, console: Console) -> int:
     targets = unique([_destination(text, args.dir, as_json) for text in args.reference])
     options = PushOptions(build=_build_options(args, as_json=as_json), new_repository=args.new)
     if not as_json:
-        console.print(f"Pushing to {len(targets)} destinations: "
-                      + ", ".join(safe(t.describe()) for t in targets))
+        console.print(
+            f"Pushing to {len(targets)} destinations: "
+            + ", ".join(safe(t.describe()) for t in targets)
+        )
 
     def tell(target: Resolved, phase: str) -> None:
         if not as_json:
@@ -323,8 +329,9 @@ def _push_several(args: argparse.Namespace, console: Console) -> int:
     try:
         if events is not None:
             with events:
-                deliveries = push_all(args.dir, targets, options, events=events,
-                                      on_destination=tell)
+                deliveries = push_all(
+                    args.dir, targets, options, events=events, on_destination=tell
+                )
         else:
             deliveries = push_all(args.dir, targets, options)
     except SeveralRefused as exc:
@@ -342,18 +349,22 @@ def _push_several(args: argparse.Namespace, console: Console) -> int:
     failed = [d for d in deliveries if d.error is not None]
     if as_json:
         digests = {str(d.result.digest) for d in deliveries if d.result is not None}
-        print_json({
-            "ok": not failed,
-            "digest": digests.pop() if len(digests) == 1 else None,
-            "destinations": [d.to_json() for d in deliveries],
-        })
+        print_json(
+            {
+                "ok": not failed,
+                "digest": digests.pop() if len(digests) == 1 else None,
+                "destinations": [d.to_json() for d in deliveries],
+            }
+        )
     else:
         for delivery in deliveries:
             where = safe(delivery.destination.describe())
             if delivery.result is not None:
                 result = delivery.result
-                console.print(f"pushed {where} in {result.elapsed_s:.1f} s: "
-                              f"{human_bytes(result.bytes_uploaded)} uploaded")
+                console.print(
+                    f"pushed {where} in {result.elapsed_s:.1f} s: "
+                    f"{human_bytes(result.bytes_uploaded)} uploaded"
+                )
                 print(result.pinned, flush=True)
             elif delivery.error is not None:
                 print_error(console, f"{where}: {delivery.error.message}", delivery.error.hint)
@@ -393,9 +404,7 @@ def predict(args: argparse.Namespace) -> int:
     from skiff import local
 
     try:
-        return local.predict(
-            args.image, args.dir, args.input or [], args.output, as_json=args.json
-        )
+        return local.predict(args.image, args.dir, args.input or [], args.output, as_json=args.json)
     except SkiffError as exc:
         fail(exc, False)
 
@@ -438,9 +447,7 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
-        self.exit(
-            EXIT_INPUT, f"error: {message}\nfix: run '{self.prog} --help' for the options\n"
-        )
+        self.exit(EXIT_INPUT, f"error: {message}\nfix: run '{self.prog} --help' for the options\n")
 
 
 class _Formatter(argparse.HelpFormatter):
@@ -454,8 +461,11 @@ Command = Callable[[argparse.Namespace], int]
 def _command(commands: argparse._SubParsersAction[_Parser], function: Command) -> _Parser:
     doc = (function.__doc__ or "").strip()
     parser = commands.add_parser(
-        function.__name__, help=doc, description=doc,
-        formatter_class=_Formatter, allow_abbrev=False,
+        function.__name__,
+        help=doc,
+        description=doc,
+        formatter_class=_Formatter,
+        allow_abbrev=False,
     )
     parser.set_defaults(command=function, parser=parser)
     return parser
@@ -463,7 +473,11 @@ def _command(commands: argparse._SubParsersAction[_Parser], function: Command) -
 
 def _dir(parser: argparse.ArgumentParser, help_text: str = "Model folder, with cog.yaml") -> None:
     parser.add_argument(
-        "-C", "--dir", type=Path, default=Path("."), metavar="DIR",
+        "-C",
+        "--dir",
+        type=Path,
+        default=Path("."),
+        metavar="DIR",
         help=f"{help_text} (default: .).",
     )
 
@@ -474,14 +488,16 @@ def _json(parser: argparse.ArgumentParser) -> None:
 
 def _new(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--new", action="store_true",
+        "--new",
+        action="store_true",
         help="A new repository is meant, even one a typo away from a known destination.",
     )
 
 
 def _debug(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--debug", action="store_true",
+        "--debug",
+        action="store_true",
         help="Log every HTTP request to stderr (never credentials).",
     )
 
@@ -489,23 +505,30 @@ def _debug(parser: argparse.ArgumentParser) -> None:
 def _build_flags(parser: argparse.ArgumentParser) -> None:
     _dir(parser)
     parser.add_argument(
-        "--base-image", metavar="IMAGE", default=os.environ.get("SKIFF_BASE_IMAGE") or None,
+        "--base-image",
+        metavar="IMAGE",
+        default=os.environ.get("SKIFF_BASE_IMAGE") or None,
         help="Base image (default: python:X.Y-slim for cog.yaml's python_version; "
         "env: SKIFF_BASE_IMAGE).",
     )
     parser.add_argument(
-        "--platform", default="linux/amd64", metavar="OS/ARCH",
+        "--platform",
+        default="linux/amd64",
+        metavar="OS/ARCH",
         help="Target platform: linux/amd64 or linux/arm64 (default: linux/amd64).",
     )
     parser.add_argument(
         "--pull", action="store_true", help="Ask the registry for the base image again."
     )
     parser.add_argument(
-        "--secret", action="append", metavar="id=ID,src=FILE",
+        "--secret",
+        action="append",
+        metavar="id=ID,src=FILE",
         help="A secret for build steps that mount it (never stored in the image); repeatable.",
     )
     parser.add_argument(
-        "--sdk-version", metavar="VERSION",
+        "--sdk-version",
+        metavar="VERSION",
         help="Cog's runtime (the cog and coglet packages) to install, e.g. 0.23.1 "
         "(default: build.sdk_version in cog.yaml, else the version skiff was tested with).",
     )
@@ -514,19 +537,25 @@ def _build_flags(parser: argparse.ArgumentParser) -> None:
 def parser() -> argparse.ArgumentParser:
     """The whole command line: cheap to build (no imports), so it is built on every run."""
     root = _Parser(
-        prog="skiff", description=DESCRIPTION, epilog=EPILOG, formatter_class=_Formatter,
+        prog="skiff",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=_Formatter,
         allow_abbrev=False,
     )
     commands = root.add_subparsers(title="commands", metavar="COMMAND", parser_class=_Parser)
 
     p = _command(commands, check)
     p.add_argument(
-        "reference", metavar="REFERENCE",
+        "reference",
+        metavar="REFERENCE",
         help="Where the image would go, e.g. ghcr.io/me/model:v1, or a name from skiff.yaml",
     )
     _dir(p, "Model folder whose cog.yaml is checked too")
     p.add_argument(
-        "--platform", default="linux/amd64", metavar="OS/ARCH",
+        "--platform",
+        default="linux/amd64",
+        metavar="OS/ARCH",
         help="Platform the image would be built for (default: linux/amd64).",
     )
     _new(p)
@@ -546,7 +575,9 @@ def parser() -> argparse.ArgumentParser:
     p = _command(commands, build)
     p.add_argument("-t", "--tag", metavar="NAME", help="Name the image in the cache.")
     p.add_argument(
-        "--output-layout", type=Path, metavar="DIR",
+        "--output-layout",
+        type=Path,
+        metavar="DIR",
         help="Also export the image as an OCI layout here.",
     )
     _build_flags(p)
@@ -554,7 +585,9 @@ def parser() -> argparse.ArgumentParser:
 
     p = _command(commands, push)
     p.add_argument(
-        "reference", nargs="*", metavar="REFERENCE",
+        "reference",
+        nargs="*",
+        metavar="REFERENCE",
         help="Destination, e.g. r8.im/me/model, or a name from skiff.yaml; several: all are "
         "checked first, then one build goes to each (default: model: or image: in cog.yaml, "
         "or skiff.yaml's only destination)",
@@ -566,16 +599,23 @@ def parser() -> argparse.ArgumentParser:
 
     p = _command(commands, predict)
     p.add_argument(
-        "image", nargs="?", metavar="IMAGE",
+        "image",
+        nargs="?",
+        metavar="IMAGE",
         help="Run this image (a name from skiff build -t, or a reference) instead of the folder.",
     )
     p.add_argument(
-        "-i", "--input", action="append", metavar="NAME=VALUE",
+        "-i",
+        "--input",
+        action="append",
+        metavar="NAME=VALUE",
         help="An input: NAME=VALUE, or NAME=@path for a file input; repeatable.",
     )
     _dir(p)
     p.add_argument(
-        "-o", "--output", metavar="PATH",
+        "-o",
+        "--output",
+        metavar="PATH",
         help="Where the output is written: a file, or a folder for output.EXT "
         "(default: file outputs to ./output.EXT, the rest on stdout).",
     )
@@ -585,15 +625,15 @@ def parser() -> argparse.ArgumentParser:
 
     p = _command(commands, serve)
     p.add_argument(
-        "image", nargs="?", metavar="IMAGE",
+        "image",
+        nargs="?",
+        metavar="IMAGE",
         help="Serve this image (a name from skiff build -t, or a reference) instead of the folder.",
     )
     p.add_argument(
         "-p", "--port", type=int, default=5000, help="Port to listen on (default: 5000)."
     )
-    p.add_argument(
-        "--host", default="127.0.0.1", help="Address to listen on (default: 127.0.0.1)."
-    )
+    p.add_argument("--host", default="127.0.0.1", help="Address to listen on (default: 127.0.0.1).")
     _dir(p)
 
     p = _command(commands, init)
@@ -661,15 +701,18 @@ def _interrupted(exc: KeyboardInterrupt, as_json: bool) -> NoReturn:
     has cancelled its uploads by now, and worker threads blocked in a send must not keep the
     process alive."""
     signum = exc.signum if isinstance(exc, Stopped) else int(signal.SIGINT)
-    message = "interrupted" if signum == signal.SIGINT else (
-        f"interrupted by {signal.Signals(signum).name}"
+    message = (
+        "interrupted"
+        if signum == signal.SIGINT
+        else (f"interrupted by {signal.Signals(signum).name}")
     )
     with contextlib.suppress(Exception):  # stdout or stderr may be gone with the terminal
         from skiff import ui
 
         if as_json and ui.json_documents == 0:
-            ui.print_json({"ok": False, "error": message, "hint": None,
-                           "signal": signal.Signals(signum).name})
+            ui.print_json(
+                {"ok": False, "error": message, "hint": None, "signal": signal.Signals(signum).name}
+            )
     with contextlib.suppress(Exception):
         sys.stderr.write(message + "\n")
         sys.stderr.flush()

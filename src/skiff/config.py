@@ -716,7 +716,8 @@ def _model_problems(config: Config) -> Iterator[ConfigError]:
         return
     if config.image is not None:
         yield config.error(
-            "model", "set either image: or model:, not both",
+            "model",
+            "set either image: or model:, not both",
             "model: is the repository to push to (Cog 0.23); image: the older full reference",
         )
         return
@@ -727,7 +728,8 @@ def _model_problems(config: Config) -> Iterator[ConfigError]:
         return
     if parsed.tag is not None or parsed.digest is not None:
         yield config.error(
-            "model", f"model: must be a bare repository (no tag or digest), not {config.model!r}",
+            "model",
+            f"model: must be a bare repository (no tag or digest), not {config.model!r}",
             f"write model: {parsed.repository}; set COG_MODEL_TAG=TAG to choose the tag",
         )
 

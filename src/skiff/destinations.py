@@ -136,8 +136,10 @@ def _destination(
     name = name_node.value
     if name in seen:
         raise _fail(line, f"destination {name!r} is named twice (first on line {seen[name].line})")
-    if not isinstance(ref_node, yaml.ScalarNode) or ref_node.tag != "tag:yaml.org,2002:str" or (
-        not ref_node.value
+    if (
+        not isinstance(ref_node, yaml.ScalarNode)
+        or ref_node.tag != "tag:yaml.org,2002:str"
+        or (not ref_node.value)
     ):
         raise _fail(
             ref_node.start_mark.line + 1,
@@ -155,8 +157,9 @@ def _destination(
         parsed = refs.parse(text)
     except refs.ReferenceError as exc:
         hint = f"did you mean {exc.suggestion}?" if exc.suggestion else exc.hint
-        raise _fail(ref_node.start_mark.line + 1, f"destination {name!r}: {exc.message}",
-                    hint) from None
+        raise _fail(
+            ref_node.start_mark.line + 1, f"destination {name!r}: {exc.message}", hint
+        ) from None
     return Destination(name, str(parsed), line)
 
 
@@ -275,8 +278,15 @@ class CogDestination:
         parsed = _parse_env(
             "COG_MODEL_REGISTRY/COG_MODEL_REPO", f"{host}/{path}:{tag or timestamp_tag()}"
         )
-        overridden = [n for n, v in (("COG_MODEL_REGISTRY", registry), ("COG_MODEL_REPO", repo),
-                                     ("COG_MODEL_TAG", tag)) if v]
+        overridden = [
+            n
+            for n, v in (
+                ("COG_MODEL_REGISTRY", registry),
+                ("COG_MODEL_REPO", repo),
+                ("COG_MODEL_TAG", tag),
+            )
+            if v
+        ]
         source = "cog.yaml model:" + (f" with {', '.join(overridden)}" if overridden else "")
         if not self.model:
             source = ", ".join(overridden)

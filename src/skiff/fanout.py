@@ -35,8 +35,10 @@ class Delivery:
         return self.result is not None
 
     def to_json(self) -> dict[str, Any]:
-        document: dict[str, Any] = {"destination": self.destination.name,
-                                    "reference": self.destination.reference}
+        document: dict[str, Any] = {
+            "destination": self.destination.name,
+            "reference": self.destination.reference,
+        }
         if self.result is not None:
             document.update(self.result.to_json())
             document["reference"] = str(self.result.reference)
@@ -53,8 +55,10 @@ class SeveralRefused(DestinationRejected):
         self.reports = reports
         refused = [(d, r.failure) for d, r in reports if r.failure is not None]
         reasons = "; ".join(f"{d.describe()}: {f.message}" for d, f in refused if f)
-        count = f"{len(refused)} of {len(reports)} destinations" if len(reports) > 1 else (
-            "the destination"
+        count = (
+            f"{len(refused)} of {len(reports)} destinations"
+            if len(reports) > 1
+            else ("the destination")
         )
         # For people, who see each refusal above it; the message names them for scripts.
         self.summary = f"{count} refused, nothing was built or pushed"

@@ -206,7 +206,10 @@ def _report(
     status = body.get("status")
     if status == "succeeded":
         rendered = cli_io.render(
-            body, cli_io.output_schema(schema), schema, destination,
+            body,
+            cli_io.output_schema(schema),
+            schema,
+            destination,
             write_values=write_values and not as_json,
         )
         for path in rendered.written:

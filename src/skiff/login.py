@@ -14,8 +14,10 @@ from skiff.registry.client import RegistryClient
 from skiff.registry.errors import RegistryError, TokenRejected
 from skiff.registry.transport import TransportOptions
 
-_HOST = re.compile(r"^(?:[a-z0-9]([a-z0-9-]*[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]*[a-z0-9])?(?::\d+)?$"
-                   r"|^\[[0-9a-f:.]+\](?::\d+)?$")
+_HOST = re.compile(
+    r"^(?:[a-z0-9]([a-z0-9-]*[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]*[a-z0-9])?(?::\d+)?$"
+    r"|^\[[0-9a-f:.]+\](?::\d+)?$"
+)
 _DOCKER_HUB_ALIASES = {"index.docker.io", "registry-1.docker.io", "hub.docker.com"}
 
 
@@ -31,7 +33,7 @@ def normalise_registry(text: str) -> str:
     host = text.strip()
     for prefix in ("https://", "http://"):
         if host.lower().startswith(prefix):
-            host = host[len(prefix):]
+            host = host[len(prefix) :]
     host = host.split("/", 1)[0].lower()
     if host in _DOCKER_HUB_ALIASES:
         host = DOCKER_HUB

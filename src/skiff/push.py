@@ -189,8 +189,12 @@ def push(
     # Preflight first, alone: the builder's imports (cog.yaml's schema, the image code) would
     # hold the interpreter while preflight waits for the registry, delaying a rejection, and
     # the build work they could overlap is a small part of any build.
-    report = run_preflight(text, model_dir=folder, on_result=events.check, intent=Intent(
-        str(options.build.platform), options.new_repository))
+    report = run_preflight(
+        text,
+        model_dir=folder,
+        on_result=events.check,
+        intent=Intent(str(options.build.platform), options.new_repository),
+    )
     _raise_if_failed(report)
     assert report.reference is not None
     ref = refs.parse(report.reference)
@@ -214,8 +218,13 @@ def push(
     try:
         for round_ in range(1, BUILD_ROUNDS + 1):
             builder = Builder(
-                folder, options.build, layout=cache, on_layer=on_layer, on_status=events.status,
-                on_layer_started=uploader.follow, check_stop=uploader.raise_if_refused,
+                folder,
+                options.build,
+                layout=cache,
+                on_layer=on_layer,
+                on_status=events.status,
+                on_layer_started=uploader.follow,
+                check_stop=uploader.raise_if_refused,
             )
             image = builder.build()
             try:
@@ -260,7 +269,8 @@ class _Uploader:
         except SkiffError as exc:
             raise DestinationRejected(exc.message, exc.hint) from None
         self.client = RegistryClient(
-            ref.repository, credentials,
+            ref.repository,
+            credentials,
             # No deadline on the whole upload (it may rightly take hours): on the time without
             # progress instead (SKIFF_DEADLINE), enforced by the upload logic.
             options=TransportOptions.from_env(read_timeout=30.0, deadline=None, phase="upload"),
@@ -383,8 +393,12 @@ class _Uploader:
 
         mount = (self.mount_from if role == "base" else ()) + self.options.mount_from
         result = push_blob(
-            self.client, blob, mount_from=mount, chunk_size=self.options.chunk_size,
-            on_progress=progress, cancellation=self.cancellation,
+            self.client,
+            blob,
+            mount_from=mount,
+            chunk_size=self.options.chunk_size,
+            on_progress=progress,
+            cancellation=self.cancellation,
         )
         self.events.blob_finished(blob.digest, result, role)
         return result
@@ -404,8 +418,7 @@ class _Uploader:
         self.mount_base(image.base)
         for layer in image.layers:
             self.submit(layer, layout)
-        self._submit(image.config_descriptor.digest, image.config_descriptor.size, "config",
-                     layout)
+        self._submit(image.config_descriptor.digest, image.config_descriptor.size, "config", layout)
         if self._wait_unless_refused():
             # The other uploads were cancelled mid-way: what they end with says nothing more.
             self.raise_if_refused()
@@ -500,8 +513,10 @@ class _Uploader:
             return
         exc = future.exception()
         # A cancelled upload is this push stopping, not the registry's answer.
-        if isinstance(exc, RegistryError) and not isinstance(exc, UploadCancelled) and (
-            not retryable(exc)
+        if (
+            isinstance(exc, RegistryError)
+            and not isinstance(exc, UploadCancelled)
+            and (not retryable(exc))
         ):
             with self.refusing:
                 self.refused = self.refused or exc

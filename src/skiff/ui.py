@@ -36,7 +36,10 @@ def safe(text: str) -> str:
     """
     return "\n    ".join(
         "".join(
-            char if char.isprintable() else f"\\x{ord(char):02x}" if ord(char) < 0x100
+            char
+            if char.isprintable()
+            else f"\\x{ord(char):02x}"
+            if ord(char) < 0x100
             else f"\\u{ord(char):04x}"
             for char in line
         )
@@ -87,7 +90,10 @@ class Console:
 
             # highlight=False: rich would otherwise colour numbers and paths at random.
             self._rich = RichConsole(
-                file=self._file, stderr=self._file is None, highlight=False, soft_wrap=True,
+                file=self._file,
+                stderr=self._file is None,
+                highlight=False,
+                soft_wrap=True,
                 force_terminal=self.is_terminal,
             )
         return self._rich
@@ -245,7 +251,9 @@ class PushProgress:
                 total = self._task(self.total).total or 0
                 self.progress.update(self.total, total=total + result.size)
             self.progress.update(
-                task, total=result.size, completed=result.size,
+                task,
+                total=result.size,
+                completed=result.size,
                 description=f"{role:<8} {_short(result.digest)} {outcome}",
             )
             self.progress.advance(self.total, result.size - before)

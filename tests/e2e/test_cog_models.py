@@ -48,9 +48,7 @@ def serve(
 
 
 def predict(container: Container, inputs: dict[str, Any], **extra: Any) -> httpx.Response:
-    return httpx.post(
-        f"{container.url}/predictions", json={"input": inputs, **extra}, timeout=60
-    )
+    return httpx.post(f"{container.url}/predictions", json={"input": inputs, **extra}, timeout=60)
 
 
 def output(container: Container, inputs: dict[str, Any], **extra: Any) -> Any:
@@ -86,7 +84,11 @@ def test_inputs_of_several_types_and_a_step_after_the_packages(
     answer = output(
         kinds,
         {
-            "text": "ab", "count": 3, "scale": 2.5, "loud": True, "color": "green",
+            "text": "ab",
+            "count": 3,
+            "scale": 2.5,
+            "loud": True,
+            "color": "green",
             "words": ["x", "y"],
         },
     )

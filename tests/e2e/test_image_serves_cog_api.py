@@ -306,7 +306,6 @@ def webhook() -> Iterator[WebhookReceiver]:
     receiver.close()
 
 
-
 def test_server_answers_within_a_second_while_setup_still_runs(slow: Container) -> None:
     assert slow.first_status == "STARTING", slow.log_text()
     assert slow.first_answer_s is not None
@@ -357,7 +356,10 @@ def test_openapi_is_the_schema_file_and_the_label(hello: Container) -> None:
     assert inputs["required"] == ["text"]
     repeat = inputs["properties"]["repeat"]
     assert (repeat["type"], repeat["default"], repeat["minimum"], repeat["maximum"]) == (
-        "integer", 1, 1, 5
+        "integer",
+        1,
+        1,
+        5,
     )
 
 

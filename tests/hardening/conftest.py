@@ -14,5 +14,3 @@ def registry(plain_registry: RegistryServer, monkeypatch: pytest.MonkeyPatch) ->
     push_tiny_image(plain_registry, "base/tiny", "1")
     monkeypatch.setenv("SKIFF_BASE_IMAGE", f"{plain_registry.host}/base/tiny:1")
     return plain_registry
-
-

@@ -109,8 +109,12 @@ def test_leftovers_of_killed_builds_are_removed_at_start_and_live_work_is_kept(
     unpacked root filesystem in the cache; the next skiff removes both as it starts, and keeps
     the temporary blob and the work folder another live process is using."""
     model = make_model(tmp_path, weights=300 * MB)
-    with subprocess.Popen([str(SKIFF), "build", "-C", str(model)], env=dict(os.environ),
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as build:
+    with subprocess.Popen(
+        [str(SKIFF), "build", "-C", str(model)],
+        env=dict(os.environ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    ) as build:
         try:
             deadline = time.monotonic() + 60
             while not any(size_of(t) > 20 * MB for t in blob_dir(hermetic_env).glob(".ingest-*")):
@@ -121,8 +125,9 @@ def test_leftovers_of_killed_builds_are_removed_at_start_and_live_work_is_kept(
     partial = list(blob_dir(hermetic_env).glob(".ingest-*"))
     assert partial
     rootfs = hermetic_env / "rootfs"
-    with subprocess.Popen([sys.executable, "-c", _HOLD_A_WORK_DIR, str(rootfs)],
-                          stdout=subprocess.PIPE, text=True) as step:
+    with subprocess.Popen(
+        [sys.executable, "-c", _HOLD_A_WORK_DIR, str(rootfs)], stdout=subprocess.PIPE, text=True
+    ) as step:
         try:
             assert step.stdout is not None
             abandoned = Path(step.stdout.readline().strip())

@@ -90,8 +90,12 @@ def run_skiff(*args: str, timeout: float = 60, **env: str) -> tuple[int, str, fl
     """Exit code, stdout + stderr, and seconds taken; stdout alone in ``LAST_STDOUT``."""
     started = time.monotonic()
     done = subprocess.run(
-        [str(SKIFF), *args], capture_output=True, text=True, timeout=timeout,
-        env={**os.environ, **env}, input="pw\n",
+        [str(SKIFF), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **env},
+        input="pw\n",
     )
     LAST_STDOUT[:] = [done.stdout]
     return done.returncode, done.stdout + done.stderr, time.monotonic() - started
@@ -157,11 +161,16 @@ def test_a_plain_http_location_on_another_machine_gets_no_token(
 
     storage = serve(servers, {"PUT /upload/u1": Reply(201)})
     location = f"http://{own_name}:{storage.port}/upload/u1?sig=presigned"
-    registry = serve(servers, {
-        "GET /v2/": bearer_only(Reply(200, b"{}")),
-        f"HEAD /v2/{REPO}/blobs/{BLOB_DIGEST}": bearer_only(Reply(404, b"{}")),
-        f"POST /v2/{REPO}/blobs/uploads/": bearer_only(Reply(202, headers={"Location": location})),
-    })
+    registry = serve(
+        servers,
+        {
+            "GET /v2/": bearer_only(Reply(200, b"{}")),
+            f"HEAD /v2/{REPO}/blobs/{BLOB_DIGEST}": bearer_only(Reply(404, b"{}")),
+            f"POST /v2/{REPO}/blobs/uploads/": bearer_only(
+                Reply(202, headers={"Location": location})
+            ),
+        },
+    )
     docker_config.write_auth(registry.host, USER, PASSWORD)
     with client_for(registry.host) as client:
         result = push_blob(client, BlobSource(BLOB_DIGEST, len(BLOB), lambda: _bytes(BLOB)))
@@ -178,8 +187,9 @@ def test_a_401_from_another_host_is_answered_with_that_hosts_credentials_only(
     """A blob download redirected to storage that asks for a token from a realm it names: the
     realm gets the credentials the user has for the storage host (here none, or its own login),
     never the registry's password; as containerd does."""
-    tokens = serve(servers, {"GET /token": Reply(200, b'{"token": "storage-token"}')},
-                   address="127.0.0.2")
+    tokens = serve(
+        servers, {"GET /token": Reply(200, b'{"token": "storage-token"}')}, address="127.0.0.2"
+    )
     storage_token = credential("Bearer storage-token")
 
     def blob(seen: Seen) -> Reply:
@@ -255,11 +265,15 @@ def test_a_check_of_slow_answers_ends_by_its_overall_deadline(
     """Each answer comes after 2 s, under SKIFF_TIMEOUT (5 s): a preflight of several requests
     still ends by SKIFF_DEADLINE (3 s)."""
     session = {"Location": f"/v2/{REPO}/blobs/uploads/u1"}
-    registry = serve(servers, fallback=Reply(404, b"{}", hang=2.0), routes={
-        "GET /v2/": Reply(200, b"{}", hang=2.0),
-        f"POST /v2/{REPO}/blobs/uploads/": Reply(202, headers=session, hang=2.0),
-        f"DELETE /v2/{REPO}/blobs/uploads/u1": Reply(204, hang=2.0),
-    })
+    registry = serve(
+        servers,
+        fallback=Reply(404, b"{}", hang=2.0),
+        routes={
+            "GET /v2/": Reply(200, b"{}", hang=2.0),
+            f"POST /v2/{REPO}/blobs/uploads/": Reply(202, headers=session, hang=2.0),
+            f"DELETE /v2/{REPO}/blobs/uploads/u1": Reply(204, hang=2.0),
+        },
+    )
     code, output, took = run_skiff(
         "check", f"{registry.host}/{REPO}:v1", SKIFF_TIMEOUT="5", SKIFF_DEADLINE="3"
     )
@@ -286,8 +300,14 @@ def test_a_registry_silent_mid_push_fails_the_push_within_the_deadline(
     )
     model = make_model(tmp_path, weights=2 * MB)
     code, output, took = run_skiff(
-        "push", f"{silent.host}/{REPO}:v1", "-C", str(model), "--json",
-        SKIFF_TIMEOUT="2", SKIFF_DEADLINE="6", timeout=120,
+        "push",
+        f"{silent.host}/{REPO}:v1",
+        "-C",
+        str(model),
+        "--json",
+        SKIFF_TIMEOUT="2",
+        SKIFF_DEADLINE="6",
+        timeout=120,
     )
     assert code == 5, output
     assert took < 60, took
@@ -301,14 +321,22 @@ def test_a_registry_silent_mid_push_fails_the_push_within_the_deadline(
 def test_a_huge_manifest_or_token_answer_is_refused_without_reading_it(
     servers: list[MisbehavingServer], declared: bool
 ) -> None:
-    huge = Reply(200, b'{"a":1}', {"Content-Type": "application/vnd.oci.image.manifest.v1+json"},
-                 size=256 * MB, declare_length=declared)
+    huge = Reply(
+        200,
+        b'{"a":1}',
+        {"Content-Type": "application/vnd.oci.image.manifest.v1+json"},
+        size=256 * MB,
+        declare_length=declared,
+    )
     huge_error = Reply(404, b'{"errors":[]}', size=256 * MB, declare_length=declared)
-    registry = serve(servers, {
-        "GET /v2/": Reply(200, b"{}"),
-        f"GET /v2/{REPO}/manifests/v1": huge,
-        f"GET /v2/{REPO}/manifests/v2": huge_error,
-    })
+    registry = serve(
+        servers,
+        {
+            "GET /v2/": Reply(200, b"{}"),
+            f"GET /v2/{REPO}/manifests/v1": huge,
+            f"GET /v2/{REPO}/manifests/v2": huge_error,
+        },
+    )
     for tag in ("v1", "v2"):  # a manifest, an error document
         with client_for(registry.host) as client, pytest.raises(OversizedAnswer) as raised:
             client.get_manifest(tag)
@@ -327,29 +355,49 @@ def test_a_huge_manifest_or_token_answer_is_refused_without_reading_it(
 def test_a_base_layer_served_larger_than_its_descriptor_stops_at_its_size(
     servers: list[MisbehavingServer], tmp_path: Path
 ) -> None:
-    config = json.dumps({"architecture": "amd64", "os": "linux",
-                         "rootfs": {"type": "layers", "diff_ids": []}, "config": {}}).encode()
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": []},
+            "config": {},
+        }
+    ).encode()
     layer = b"x" * 107
-    manifest = json.dumps({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": str(Digest.of(config)), "size": len(config)},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
-                    "digest": str(Digest.of(layer)), "size": len(layer)}],
-    }).encode()
-    registry = serve(servers, {
-        "GET /v2/": Reply(200, b"{}"),
-        "GET /v2/base/hostile/manifests/1": Reply(
-            200, manifest, {"Content-Type": "application/vnd.oci.image.manifest.v1+json"}),
-        f"GET /v2/base/hostile/blobs/{Digest.of(config)}": Reply(200, config),
-        f"GET /v2/base/hostile/blobs/{Digest.of(layer)}": Reply(
-            200, layer, size=2048 * MB, declare_length=False),
-    })
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": str(Digest.of(config)),
+                "size": len(config),
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": str(Digest.of(layer)),
+                    "size": len(layer),
+                }
+            ],
+        }
+    ).encode()
+    registry = serve(
+        servers,
+        {
+            "GET /v2/": Reply(200, b"{}"),
+            "GET /v2/base/hostile/manifests/1": Reply(
+                200, manifest, {"Content-Type": "application/vnd.oci.image.manifest.v1+json"}
+            ),
+            f"GET /v2/base/hostile/blobs/{Digest.of(config)}": Reply(200, config),
+            f"GET /v2/base/hostile/blobs/{Digest.of(layer)}": Reply(
+                200, layer, size=2048 * MB, declare_length=False
+            ),
+        },
+    )
     cache = tmp_path / "cache"
     with pytest.raises(BuildFailed) as raised:
-        pull_base(f"{registry.host}/base/hostile:1", Platform("linux", "amd64"),
-                  Layout.open(cache))
+        pull_base(f"{registry.host}/base/hostile:1", Platform("linux", "amd64"), Layout.open(cache))
     assert "larger than 107 bytes" in raised.value.message, raised.value.message
     assert registry.body_bytes_sent < 24 * MB, registry.body_bytes_sent
     written = sum(p.stat().st_size for p in cache.rglob("*") if p.is_file())
@@ -379,12 +427,15 @@ def test_the_pinned_digest_is_the_manifest_skiff_sent_and_a_different_answer_fai
 def test_a_blob_whose_head_answers_another_size_is_uploaded(
     servers: list[MisbehavingServer],
 ) -> None:
-    registry = serve(servers, {
-        "GET /v2/": Reply(200, b"{}"),
-        f"HEAD /v2/{REPO}/blobs/{BLOB_DIGEST}": Reply(200, size=5),
-        f"POST /v2/{REPO}/blobs/uploads/": Reply(202, headers={"Location": "/up/u1"}),
-        "PUT /up/u1": Reply(201),
-    })
+    registry = serve(
+        servers,
+        {
+            "GET /v2/": Reply(200, b"{}"),
+            f"HEAD /v2/{REPO}/blobs/{BLOB_DIGEST}": Reply(200, size=5),
+            f"POST /v2/{REPO}/blobs/uploads/": Reply(202, headers={"Location": "/up/u1"}),
+            "PUT /up/u1": Reply(201),
+        },
+    )
     with client_for(registry.host) as client:
         result = push_blob(client, BlobSource(BLOB_DIGEST, len(BLOB), lambda: _bytes(BLOB)))
     assert result.outcome is Outcome.UPLOADED
@@ -417,11 +468,17 @@ def test_ctrl_c_mid_upload_leaves_no_upload_session_in_the_registry(
     in the registry's own storage: no ``_uploads/*/startedat`` left."""
     model = make_model(tmp_path, weights=160 * MB)
     uploads = registry.root / "docker/registry/v2/repositories" / REPO / "_uploads"
-    with Throttle(registry.host, rate=48 * MB) as link, subprocess.Popen(
-        [str(SKIFF), "push", f"{link.host}/{REPO}:v1", "-C", str(model)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ),
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    ) as process:
+    with (
+        Throttle(registry.host, rate=48 * MB) as link,
+        subprocess.Popen(
+            [str(SKIFF), "push", f"{link.host}/{REPO}:v1", "-C", str(model)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=dict(os.environ),
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        ) as process,
+    ):
         try:
             deadline = time.monotonic() + 60
             while sum(d.stat().st_size for d in uploads.glob("*/data")) < 16 * MB:

@@ -22,7 +22,7 @@ MEMORY_CAP = 1 << 30  # address space: skiff itself needs a fraction of it
 def billion_laughs() -> str:
     """About 8 KB of cog.yaml whose aliases expand to 9**9 values, under a field skiff reads."""
     laugh = "ha" * 380
-    lines = ['build:', '  python_version: "3.11"', 'predict: "predict.py:Predictor"']
+    lines = ["build:", '  python_version: "3.11"', 'predict: "predict.py:Predictor"']
     lines.append("environment:")
     lines.append("  - &a0 [" + ", ".join([f'"{laugh}"'] * 9) + "]")
     lines += [f"  - &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 10)]
@@ -56,8 +56,12 @@ def test_a_cog_yaml_beyond_the_bounds_fails_at_once_with_exit_2(
         args = ["check", f"{registry.host}/demo/bounded:v1", "-C", str(model), "--json"]
     started = time.monotonic()
     done = subprocess.run(
-        [str(SKIFF), *args], capture_output=True, text=True, timeout=60,
-        env=dict(os.environ), preexec_fn=capped,
+        [str(SKIFF), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ),
+        preexec_fn=capped,
     )
     took = time.monotonic() - started
     assert done.returncode == 2, done.stdout + done.stderr

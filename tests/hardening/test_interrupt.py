@@ -190,7 +190,10 @@ def test_a_signal_while_weights_layers_are_built_side_by_side_exits_at_once(
     for name in ("a.bin", "b.bin", "c.bin"):
         (model / "weights" / name).unlink()
     done = subprocess.run(
-        [str(SKIFF), "build", "-C", str(model)], capture_output=True, text=True, env=env,
+        [str(SKIFF), "build", "-C", str(model)],
+        capture_output=True,
+        text=True,
+        env=env,
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
@@ -243,8 +246,13 @@ def test_a_signal_while_check_or_login_waits_for_the_registry(
             args = ["login", server.host, "-u", "someone", "--password-stdin"]
         env = dict(os.environ, DOCKER_CONFIG=str(tmp_path / "docker"))
         with subprocess.Popen(
-            [str(SKIFF), *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True, env=env, preexec_fn=default_sigint,
+            [str(SKIFF), *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            preexec_fn=default_sigint,
         ) as process:
             try:
                 assert process.stdin is not None
@@ -279,8 +287,12 @@ def test_sighup_ignored_by_nohup_stays_ignored(tmp_path: Path) -> None:
     with SilentServer() as server:
         args = ["check", f"{server.host}/demo/waiting:v1", "-C", str(tmp_path), "--json"]
         with subprocess.Popen(
-            [str(SKIFF), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env=dict(os.environ), preexec_fn=like_nohup,
+            [str(SKIFF), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=dict(os.environ),
+            preexec_fn=like_nohup,
         ) as process:
             try:
                 assert server.connected.wait(30), "skiff never asked the registry"

@@ -271,8 +271,9 @@ def test_a_layer_stops_at_its_next_read_once_asked_and_leaves_nothing(tmp_path: 
 
     def write() -> None:
         try:
-            build_layer([Entry.file("/src/big.bin", big)], layout, "none",
-                        watch=followed.append, stop=stop)
+            build_layer(
+                [Entry.file("/src/big.bin", big)], layout, "none", watch=followed.append, stop=stop
+            )
         except BaseException as exc:
             errors.append(exc)
 

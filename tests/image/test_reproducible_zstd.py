@@ -88,9 +88,13 @@ def test_a_zstd_layer_is_reproducible_and_unpacks_in_skiff(tmp_path: Path) -> No
     assert layer.descriptor.media_type == OCI_LAYER_ZSTD
     assert OCI_LAYER_ZSTD == "application/vnd.oci.image.layer.v1.tar+zstd"
     assert build_layer(entries, layout, "zstd") == layer
-    raw = zstandard.ZstdDecompressor().stream_reader(
-        io.BytesIO(layout.read_bytes(layer.descriptor.digest)), read_across_frames=True
-    ).read()
+    raw = (
+        zstandard.ZstdDecompressor()
+        .stream_reader(
+            io.BytesIO(layout.read_bytes(layer.descriptor.digest)), read_across_frames=True
+        )
+        .read()
+    )
     assert "sha256:" + hashlib.sha256(raw).hexdigest() == str(layer.diff_id)
 
     root = tmp_path / "root"

@@ -70,9 +70,7 @@ def test_plan_steps_from_cog_yaml(tmp_path: Path) -> None:
     assert "python3.11" in steps[0].command
     # Package names are quoted: a name cannot inject a command.
     assert steps[1].command == system_packages_step(["jq", "libgl1;reboot"]).command
-    assert (
-        "'libgl1;reboot'" in steps[1].command and "--no-install-recommends" in steps[1].command
-    )
+    assert "'libgl1;reboot'" in steps[1].command and "--no-install-recommends" in steps[1].command
     assert steps[1].command.endswith("rm -rf /var/lib/apt/lists/*")
     assert [s.command for s in steps[2:4]] == ["echo pre", "echo one"]
     assert steps[4].mounts == (SecretMount("hf", "/run/secrets/hf"),)

@@ -29,10 +29,24 @@ def install_cog(target: Path, uv_cache: Path) -> Path:
     """cog + coglet for the image's platform and Python, once per target folder."""
     if not (target / "coglet").is_dir():
         subprocess.run(
-            [*uv_command(), "pip", "install", "--quiet", "--target", str(target),
-             "--python-platform", "x86_64-manylinux_2_28", "--python-version", "3.11",
-             "--only-binary", ":all:", f"cog=={SDK}"],
-            check=True, timeout=300, env={**os.environ, "UV_CACHE_DIR": str(uv_cache)},
+            [
+                *uv_command(),
+                "pip",
+                "install",
+                "--quiet",
+                "--target",
+                str(target),
+                "--python-platform",
+                "x86_64-manylinux_2_28",
+                "--python-version",
+                "3.11",
+                "--only-binary",
+                ":all:",
+                f"cog=={SDK}",
+            ],
+            check=True,
+            timeout=300,
+            env={**os.environ, "UV_CACHE_DIR": str(uv_cache)},
         )
     return target
 
@@ -55,11 +69,13 @@ def compose(layout: Layout, model: Path, site: Path, name: str) -> None:
     entries.append(Entry.file("/src/.cog/openapi_schema.json", json.dumps(schema).encode()))
     layer = write_layer(entries, layout, "gzip")
     config = (
-        config.with_env({
-            "PYTHONPATH": SITE,
-            "PYTHONUNBUFFERED": "1",
-            "COG_PREDICT_TYPE_STUB": "predict.py:Predictor",
-        })
+        config.with_env(
+            {
+                "PYTHONPATH": SITE,
+                "PYTHONUNBUFFERED": "1",
+                "COG_PREDICT_TYPE_STUB": "predict.py:Predictor",
+            }
+        )
         .with_labels({"run.cog.version": SDK, "run.cog.openapi_schema": json.dumps(schema)})
         .with_run(cmd=["python", "-m", "cog.server.http"], working_dir="/src")
         .with_layers([layer.diff_id], "test: Cog's runtime and the model")
@@ -73,9 +89,19 @@ def push(layout: Layout, name: str, registry_host: str, repo: str, scratch: Path
     layout.export(name, exported)
     reference = f"{registry_host}/{repo}"
     subprocess.run(
-        ["skopeo", "--insecure-policy", "copy", "--quiet", "--dest-tls-verify=false",
-         "--dest-no-creds", f"oci:{exported}:{name}", f"docker://{reference}"],
-        check=True, timeout=120, capture_output=True,
+        [
+            "skopeo",
+            "--insecure-policy",
+            "copy",
+            "--quiet",
+            "--dest-tls-verify=false",
+            "--dest-no-creds",
+            f"oci:{exported}:{name}",
+            f"docker://{reference}",
+        ],
+        check=True,
+        timeout=120,
+        capture_output=True,
     )
     return reference
 

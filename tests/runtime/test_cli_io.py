@@ -37,13 +37,28 @@ SCHEMA: dict[str, Any] = {
 
 def test_values_are_typed_by_the_schema(tmp_path: Path) -> None:
     got = parse_inputs(
-        ["n=3", "x=2.5", "flag=true", "text=42", "either=7", "color=2", 'options={"a": 1}',
-         'counts=[1, 2]'],
-        SCHEMA, tmp_path,
+        [
+            "n=3",
+            "x=2.5",
+            "flag=true",
+            "text=42",
+            "either=7",
+            "color=2",
+            'options={"a": 1}',
+            "counts=[1, 2]",
+        ],
+        SCHEMA,
+        tmp_path,
     )
     assert got == {
-        "n": 3, "x": 2.5, "flag": True, "text": "42", "either": 7, "color": 2,
-        "options": {"a": 1}, "counts": [1, 2],
+        "n": 3,
+        "x": 2.5,
+        "flag": True,
+        "text": "42",
+        "either": 7,
+        "color": 2,
+        "options": {"a": 1},
+        "counts": [1, 2],
     }
 
 
@@ -109,8 +124,11 @@ def test_file_outputs_are_written_with_the_extension_of_their_type(tmp_path: Pat
     one = render({"output": _data("x")}, uri, {}, tmp_path / "output", write_values=False)
     assert one.stdout is None and one.written == [tmp_path / "output.txt"]
     many = render(
-        {"output": [_data("a"), _data("b")]}, {"type": "array", "items": uri}, {},
-        tmp_path / "output", write_values=False,
+        {"output": [_data("a"), _data("b")]},
+        {"type": "array", "items": uri},
+        {},
+        tmp_path / "output",
+        write_values=False,
     )
     assert many.written == [tmp_path / "output.0.txt", tmp_path / "output.1.txt"]
     assert (tmp_path / "output.1.txt").read_text() == "b"

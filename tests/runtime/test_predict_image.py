@@ -65,8 +65,7 @@ def test_predict_a_pushed_image(
     compose(scratch, MODELS / "files", cog_site, "files-image")
     reference = push(scratch, "files-image", plain_registry.host, "runtime/files:v1", tmp_path)
     (tmp_path / "doc.txt").write_text("from the registry")
-    done = skiff("predict", reference, "-i", "document=@doc.txt", "-o", "result.txt",
-                 cwd=tmp_path)
+    done = skiff("predict", reference, "-i", "document=@doc.txt", "-o", "result.txt", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "result.txt").read_text() == "FROM THE REGISTRY"
     assert "Written output to: result.txt" in done.stderr
@@ -84,7 +83,10 @@ def test_serve_an_image_until_sigterm(tmp_path: Path, cog_site: Path) -> None:
     url = f"http://127.0.0.1:{port}"
     process = subprocess.Popen(
         [sys.executable, "-m", "skiff.cli", "serve", "served", "--port", str(port)],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         wait_ready(url, process)

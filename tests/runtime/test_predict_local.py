@@ -16,8 +16,9 @@ from conftest import copy_model, skiff
 
 def test_class_predictor_prints_the_output_alone(tmp_path: Path) -> None:
     folder = copy_model("echo", tmp_path)
-    done = skiff("predict", "-C", folder, "-i", "text=hi", "-i", "times=3", "-i", "shout=true",
-                 cwd=tmp_path)
+    done = skiff(
+        "predict", "-C", folder, "-i", "text=hi", "-i", "times=3", "-i", "shout=true", cwd=tmp_path
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout == "echo: HI HI HI\n"
     # The model's own print reaches the user (on stderr: stdout is the output alone).
@@ -46,8 +47,9 @@ def test_json_prints_the_whole_response(tmp_path: Path) -> None:
 
 def test_structured_output_is_go_style_json_and_packages_are_installed(tmp_path: Path) -> None:
     folder = copy_model("structured", tmp_path)
-    done = skiff("predict", "-C", folder, "-i", "words=a", "-i", "words=b", "-i", "scale=2",
-                 cwd=tmp_path)
+    done = skiff(
+        "predict", "-C", folder, "-i", "words=a", "-i", "words=b", "-i", "scale=2", cwd=tmp_path
+    )
     assert done.returncode == 0, done.stderr
     # Repeated -i makes a list; 2 * 2.0 printed as Go prints a whole float; keys sorted; <>&
     # escaped as Go's encoder does.
@@ -76,8 +78,17 @@ def test_file_input_and_output_from_the_current_directory(tmp_path: Path) -> Non
     assert "Written output to: out/output.txt" in done.stderr
     assert not (folder / "out").exists()
     # --json: the whole response, the file output written and named by its path.
-    again = skiff("predict", "-C", folder, "-i", "document=@doc.txt", "-o", "out/again.txt",
-                  "--json", cwd=work)
+    again = skiff(
+        "predict",
+        "-C",
+        folder,
+        "-i",
+        "document=@doc.txt",
+        "-o",
+        "out/again.txt",
+        "--json",
+        cwd=work,
+    )
     assert again.returncode == 0, again.stderr
     body = json.loads(again.stdout)
     assert body["status"] == "succeeded" and body["output"] == "out/again.txt"
@@ -156,11 +167,19 @@ def test_missing_python_version_is_a_clear_message(tmp_path: Path) -> None:
     uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv")
     assert uv is not None
     (only / "uv").symlink_to(uv)
-    env = {**os.environ, "PATH": str(only), "UV_PYTHON_INSTALL_DIR": str(tmp_path / "none"),
-           "UV_PYTHON_PREFERENCE": "only-system"}
+    env = {
+        **os.environ,
+        "PATH": str(only),
+        "UV_PYTHON_INSTALL_DIR": str(tmp_path / "none"),
+        "UV_PYTHON_PREFERENCE": "only-system",
+    }
     done = subprocess.run(
         [sys.executable, "-m", "skiff.cli", "predict", "-C", str(folder), "-i", "name=a"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
     )
     assert done.returncode == 4, done.stderr
     assert "Python 3.12" in done.stderr and "not installed" in done.stderr

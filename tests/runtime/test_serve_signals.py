@@ -29,7 +29,10 @@ from conftest import (
 def start_serve(folder: Path, port: int, cwd: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "skiff.cli", "serve", "-C", str(folder), "--port", str(port)],
-        cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -66,7 +69,10 @@ def test_sigterm_during_a_prediction_stops_everything(tmp_path: Path) -> None:
     folder = copy_model("slow", tmp_path)
     process = subprocess.Popen(
         [sys.executable, "-m", "skiff.cli", "predict", "-C", str(folder), "-i", "seconds=600"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + READY_TIMEOUT_S
@@ -129,7 +135,10 @@ def test_a_port_in_use_is_exit_2_before_the_model_starts(tmp_path: Path) -> None
         port = taken.getsockname()[1]
         done = subprocess.run(
             [sys.executable, "-m", "skiff.cli", "serve", "-C", str(folder), "--port", str(port)],
-            cwd=tmp_path, capture_output=True, text=True, timeout=60,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
     assert done.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port}" in done.stderr

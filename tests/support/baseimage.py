@@ -119,7 +119,12 @@ def _debootstrap(rootfs: Path, log: Path) -> None:
             "(`make system-deps`, or `apt-get install debootstrap`)"
         )
     command = [
-        "debootstrap", "--variant=minbase", f"--include={_PACKAGES}", SUITE, str(rootfs), MIRROR
+        "debootstrap",
+        "--variant=minbase",
+        f"--include={_PACKAGES}",
+        SUITE,
+        str(rootfs),
+        MIRROR,
     ]
     with log.open("wb") as out:
         try:

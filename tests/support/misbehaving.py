@@ -120,9 +120,7 @@ def _handler_for(server: MisbehavingServer) -> type[BaseHTTPRequestHandler]:
             if authorization:
                 digest = hashlib.sha256(authorization.encode()).hexdigest()[:12]
                 credential = f"{authorization.split(' ', 1)[0]} {digest}"
-            seen = Seen(
-                self.command, url.path, url.query, authorization is not None, credential
-            )
+            seen = Seen(self.command, url.path, url.query, authorization is not None, credential)
             reply = server.reply_for(seen)
             if reply.hang and server.stopping.wait(reply.hang):
                 return

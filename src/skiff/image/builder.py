@@ -231,8 +231,12 @@ class Builder:
     ) -> Layer:
         self.status(f"building the {role} layer")
         layer = build_layer(
-            entries, layout, compression, stat_cache=stat_cache,
-            watch=self._watch(role) if role == "weights" else None, stop=stop,
+            entries,
+            layout,
+            compression,
+            stat_cache=stat_cache,
+            watch=self._watch(role) if role == "weights" else None,
+            stop=stop,
         )
         if entries:
             self.on_layer(BuiltLayer(layer.descriptor, role))
@@ -460,8 +464,10 @@ def _completed_config(cfg: cogconfig.Config, cog_version: str) -> dict[str, Any]
             build[name] = list(value)
     if cfg.build.run:
         build["run"] = [
-            {"command": step.command, **({"mounts": [m.model_dump() for m in step.mounts]}
-                                         if step.mounts else {})}
+            {
+                "command": step.command,
+                **({"mounts": [m.model_dump() for m in step.mounts]} if step.mounts else {}),
+            }
             for step in cfg.build.run
         ]
     out: dict[str, Any] = {"build": build, "predict": cfg.predict}

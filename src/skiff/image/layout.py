@@ -199,6 +199,7 @@ class GrowingBlob:
     def _committing(self) -> Iterator[Callable[[Digest], None]]:
         # The rename happens under the lock, so open() never looks for a file that just moved.
         with self._cond:
+
             def done(digest: Digest) -> None:
                 self._digest = digest
                 self._cond.notify_all()

@@ -330,7 +330,11 @@ def python_deps_layer(
             return cached
     with tempfile.TemporaryDirectory(prefix="skiff-deps-") as tmp:
         entries = install_python_deps(
-            reqs, python_version, platform, Path(tmp) / "site", binary_only=binary_only,
+            reqs,
+            python_version,
+            platform,
+            Path(tmp) / "site",
+            binary_only=binary_only,
             stop=stop,
         )
         layer = build_layer(entries, layout, "gzip", watch=watch, stop=stop)
@@ -454,9 +458,11 @@ def layer_distributions(layout: Layout, layer: Layer | None) -> list[Distributio
     prefix = SITE_PACKAGES.lstrip("/") + "/"
     found: list[Distribution] = []
     # gzip.GzipFile, not tarfile's "r|gz": skiff's layers are several gzip members.
-    with layout.open_blob(layer.descriptor.digest) as blob, gzip.GzipFile(
-        fileobj=blob, mode="rb"
-    ) as unzipped, tarfile.open(fileobj=unzipped, mode="r|") as tar:
+    with (
+        layout.open_blob(layer.descriptor.digest) as blob,
+        gzip.GzipFile(fileobj=blob, mode="rb") as unzipped,
+        tarfile.open(fileobj=unzipped, mode="r|") as tar,
+    ):
         for member in tar:
             rel = member.name.removeprefix("./").removeprefix(prefix)
             parts = rel.split("/")
@@ -522,19 +528,22 @@ def sdk_layer(
     check_sdk_version(sdk_version)
     _check_python_version(python_version)
     uv = uv_command()
-    key = "sdk-" + hashlib.sha256(
-        canonical_json(
-            [
-                1,
-                sdk_version,
-                python_version,
-                str(platform),
-                uv_version(uv),
-                str(deps.descriptor.digest) if deps is not None else None,
-                PYTHON_SHIM.decode(),
-            ]
-        )
-    ).hexdigest()
+    key = (
+        "sdk-"
+        + hashlib.sha256(
+            canonical_json(
+                [
+                    1,
+                    sdk_version,
+                    python_version,
+                    str(platform),
+                    uv_version(uv),
+                    str(deps.descriptor.digest) if deps is not None else None,
+                    PYTHON_SHIM.decode(),
+                ]
+            )
+        ).hexdigest()
+    )
     sidecar = stat_cache.root / f"{key}.json" if stat_cache is not None else None
     if sidecar is not None:
         with contextlib.suppress(Exception):  # missing or damaged: built again
@@ -551,9 +560,23 @@ def sdk_layer(
         constraints = Path(tmp) / "constraints.txt"
         constraints.write_text("".join(f"{d.pin}\n" for d in user), encoding="utf-8")
         args = [
-            *uv, "pip", "install", "--target", str(target), "--python", sys.executable,
-            "--python-platform", python_platform(platform), "--python-version", python_version,
-            "--only-binary", ":all:", "--no-progress", "-c", str(constraints), *requirements,
+            *uv,
+            "pip",
+            "install",
+            "--target",
+            str(target),
+            "--python",
+            sys.executable,
+            "--python-platform",
+            python_platform(platform),
+            "--python-version",
+            python_version,
+            "--only-binary",
+            ":all:",
+            "--no-progress",
+            "-c",
+            str(constraints),
+            *requirements,
         ]
         done = _run_stoppable(args, stop)
         if done.returncode != 0:

@@ -45,7 +45,12 @@ from skiff.image.dockerignore import DockerIgnore
 from skiff.image.layers import Entry, open_source, unreadable
 
 ALWAYS_EXCLUDED = (
-    ".git", "**/.git", ".cog", "**/__pycache__", "**/*.pyc", ".venv",
+    ".git",
+    "**/.git",
+    ".cog",
+    "**/__pycache__",
+    "**/*.pyc",
+    ".venv",
     "**/.skiff-requirements-*.txt",
 )
 

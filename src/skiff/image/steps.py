@@ -96,6 +96,7 @@ def is_volatile(rel: str) -> bool:
     """True for a path (relative to the root) that is left out of step layers."""
     return any(fnmatch.fnmatchcase(rel, pattern) for pattern in VOLATILE_PATHS)
 
+
 StepRole = Literal["system", "run"]
 
 
@@ -314,8 +315,7 @@ def _binds(
             raise BuildFailed(
                 f"cannot mount the secret {mount.id!r} at {target}: in the image, that path is"
                 " a symlink or a folder, lies below a file, or leads into /proc, /dev or /tmp",
-                "choose another target for the secret in cog.yaml, e.g. /run/secrets/"
-                + mount.id,
+                "choose another target for the secret in cog.yaml, e.g. /run/secrets/" + mount.id,
             )
         tmpfs = posixpath.dirname(point.target) if fresh else None
         binds.append(_Bind(secrets[mount.id], point.target, tmpfs))

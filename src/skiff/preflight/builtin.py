@@ -150,8 +150,9 @@ class CredentialsAccepted:
         if not context.ping.challenges:
             return f"{registry} needs none"
         if creds.anonymous:
-            raise CheckFailed(f"no credentials for {registry} (it requires a login to push)",
-                              login_hint(registry))
+            raise CheckFailed(
+                f"no credentials for {registry} (it requires a login to push)", login_hint(registry)
+            )
         try:
             # With tokens this fetches the push token now, so that a wrong password is told
             # apart from a denied push.

@@ -62,7 +62,6 @@ class Report:
         }
 
 
-
 def run_preflight(
     text: str,
     *,
@@ -183,8 +182,9 @@ def _run_one(check: Check, context: Context, guarded: bool = False) -> CheckResu
     except CheckSkipped as exc:
         return CheckResult(check.name, Status.SKIPPED, exc.message, elapsed_ms=elapsed())
     except CheckFailed as exc:
-        return CheckResult(check.name, Status.FAILED, exc.message, exc.hint, elapsed(),
-                           exc.severity)
+        return CheckResult(
+            check.name, Status.FAILED, exc.message, exc.hint, elapsed(), exc.severity
+        )
     except SkiffError as exc:
         return CheckResult(check.name, Status.FAILED, exc.message, exc.hint, elapsed())
     except Exception as exc:

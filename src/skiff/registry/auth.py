@@ -126,7 +126,7 @@ class RegistryAuth(httpx.Auth):
 
     @property
     def scheme(self) -> str:
-        """"bearer", "basic" or "none": what the registry asked for, once it asked."""
+        """ "bearer", "basic" or "none": what the registry asked for, once it asked."""
         return self.challenge.scheme if self.challenge else "none"
 
     # -- the flow ---------------------------------------------------------------------------
@@ -274,9 +274,7 @@ class RegistryAuth(httpx.Auth):
                 self._check_plain_http(realm)
                 headers["Authorization"] = _basic_header(creds.username or "", creds.password)
                 params.append(("account", creds.username or ""))
-            token_request = httpx.Request(
-                "GET", realm.copy_merge_params(params), headers=headers
-            )
+            token_request = httpx.Request("GET", realm.copy_merge_params(params), headers=headers)
         response = yield token_request
         response.read()
         self.tokens_fetched += 1

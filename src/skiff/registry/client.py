@@ -104,13 +104,14 @@ class RegistryClient:
         # No actions: a registry-wide client (login), whose tokens carry no repository scope.
         scopes = [repository.scope(*actions)] if actions else []
         self.auth = RegistryAuth(
-            self.host, credentials, scopes, insecure_hosts=self.options.insecure_hosts,
+            self.host,
+            credentials,
+            scopes,
+            insecure_hosts=self.options.insecure_hosts,
             credentials_for=_user_credentials,
         )
         context = ssl_context(self.host, self.options)
-        deadline = (
-            time.monotonic() + self.options.deadline if self.options.deadline else None
-        )
+        deadline = time.monotonic() + self.options.deadline if self.options.deadline else None
         self.guard = GuardTransport(guarded_transport(context), self.options, deadline)
         transport = RetryTransport(self.guard, self.options)
         self._http = httpx.Client(
@@ -210,9 +211,7 @@ class RegistryClient:
                 raise ProtocolError(
                     f"{self.host} asks for an authentication scheme skiff does not speak: {schemes}"
                 )
-            self.auth.challenge = next(
-                c for c in challenges if c.scheme in ("bearer", "basic")
-            )
+            self.auth.challenge = next(c for c in challenges if c.scheme in ("bearer", "basic"))
         elif response.status_code == 200 and "html" in response.headers.get("content-type", ""):
             # A web server or captive portal, not a registry: fail here, not at the write probe.
             raise ProtocolError(
@@ -240,8 +239,7 @@ class RegistryClient:
             )
         elif response.status_code != 200:
             raise ProtocolError(
-                f"{self.host} answered GET /v2/ with HTTP {response.status_code}, "
-                "not 200 or 401",
+                f"{self.host} answered GET /v2/ with HTTP {response.status_code}, not 200 or 401",
                 "check that the host is an OCI registry",
                 status=response.status_code,
             )
@@ -315,7 +313,9 @@ class RegistryClient:
         """
         what = f"reading manifest {self.repository.path}:{identifier}"
         response = self.send(
-            "GET", self.url(f"manifests/{identifier}"), what=what,
+            "GET",
+            self.url(f"manifests/{identifier}"),
+            what=what,
             headers={"Accept": ", ".join(accept)},
             limit=ANSWER_MAX if size is None else min(size, ANSWER_MAX),
         )
@@ -332,7 +332,10 @@ class RegistryClient:
     def put_manifest(self, identifier: str, body: bytes, media_type: str) -> Digest:
         what = f"writing manifest {self.repository.path}:{identifier}"
         response = self.send(
-            "PUT", self.url(f"manifests/{identifier}"), what=what, content=body,
+            "PUT",
+            self.url(f"manifests/{identifier}"),
+            what=what,
+            content=body,
             headers={"Content-Type": media_type},
         )
         if response.status_code not in (200, 201, 202):
@@ -393,9 +396,7 @@ class RegistryClient:
         never more than ``size`` bytes (the descriptor's): a registry that serves more is cut
         off there, before the excess reaches the disk."""
         what = f"downloading blob {digest}"
-        response = self.send(
-            "GET", self.url(f"blobs/{digest}"), what=what, stream=True, limit=size
-        )
+        response = self.send("GET", self.url(f"blobs/{digest}"), what=what, stream=True, limit=size)
         try:
             if response.status_code != 200:
                 self._read_error_body(response, what)
@@ -431,7 +432,11 @@ class RegistryClient:
             scopes = (f"repository:{from_repository}:pull",)
         what = f"starting an upload to {self.repository.path}"
         response = self.send(
-            "POST", self.url("blobs/uploads/"), what=what, params=params, scopes=scopes,
+            "POST",
+            self.url("blobs/uploads/"),
+            what=what,
+            params=params,
+            scopes=scopes,
             headers={"Content-Length": "0"},
         )
         if response.status_code == 201 and mount is not None:
@@ -468,9 +473,7 @@ class RegistryClient:
     def error(self, response: httpx.Response, what: str) -> RegistryError:
         """A typed error for an unexpected answer, in the registry's own words when it gave any."""
         details = parse_error_body(response)
-        said = "; ".join(
-            f"{d.code}: {d.message}" if d.message else d.code for d in details
-        )
+        said = "; ".join(f"{d.code}: {d.message}" if d.message else d.code for d in details)
         status = response.status_code
         code = details[0].code if details else None
         suffix = f" ({said})" if said else ""
@@ -486,9 +489,7 @@ class RegistryClient:
             return NotFound(base, status=status, code=code)
         if status >= 500 or status in (408, 429):
             # Busy or failing: worth another try, after the wait the registry asks for.
-            return ServerError(
-                base, status=status, code=code, retry_after=retry_after(response)
-            )
+            return ServerError(base, status=status, code=code, retry_after=retry_after(response))
         return ProtocolError(base, status=status, code=code)
 
     def absolute(self, location: str) -> str:

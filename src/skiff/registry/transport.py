@@ -67,8 +67,12 @@ class RetryTransport(httpx.BaseTransport):
             last = attempt == attempts
             try:
                 response = self.inner.handle_request(request)
-            except (httpx.ConnectError, httpx.ReadError, httpx.WriteError,
-                    httpx.RemoteProtocolError) as exc:
+            except (
+                httpx.ConnectError,
+                httpx.ReadError,
+                httpx.WriteError,
+                httpx.RemoteProtocolError,
+            ) as exc:
                 # A request that broke off after it was sent may have been half applied: an
                 # upload chunk cannot simply be sent again (the upload logic resumes it).
                 unsent = isinstance(exc, httpx.ConnectError)
@@ -188,9 +192,7 @@ def translate(exc: httpx.HTTPError, host: str, options: TransportOptions) -> Reg
             "the registry (or a proxy in front of it) is broken or hostile; tell its operator",
         )
     if isinstance(exc, httpx.TimeoutException) and DEADLINE_MARK in str(exc):
-        overall = (
-            f", {options.deadline:g} s in all (SKIFF_DEADLINE)" if options.deadline else ""
-        )
+        overall = f", {options.deadline:g} s in all (SKIFF_DEADLINE)" if options.deadline else ""
         return Unreachable(
             f"{host} did not answer in time during the {options.phase}: an answer may take "
             f"{options.read_timeout:g} s (SKIFF_TIMEOUT){overall}",
@@ -468,9 +470,7 @@ class _BodyThenAnswer(httpx.SyncByteStream):
 class _BoundedAnswer(httpx.SyncByteStream):
     """An answer body read under its request's deadline, and cut off past ``limit`` bytes."""
 
-    def __init__(
-        self, inner: Any, limit: int, at: float | None, request: httpx.Request
-    ) -> None:
+    def __init__(self, inner: Any, limit: int, at: float | None, request: httpx.Request) -> None:
         self.inner = inner
         self.limit = limit
         self.at = at

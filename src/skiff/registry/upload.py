@@ -273,7 +273,10 @@ def stream_growing(
         what = "uploading a layer while it is built"
         with cancel.sending(session):
             response = client.send(
-                "PATCH", session.location, what=what, content=body,
+                "PATCH",
+                session.location,
+                what=what,
+                content=body,
                 headers={"Content-Type": "application/octet-stream"},
             )
             if response.status_code != 202:
@@ -416,8 +419,11 @@ def _monolithic(
         try:
             with cancel.sending(session):
                 response = client.send(
-                    "PUT", _with_digest(session.location, blob.digest), what=what,
-                    content=data, headers={"Content-Type": "application/octet-stream"},
+                    "PUT",
+                    _with_digest(session.location, blob.digest),
+                    what=what,
+                    content=data,
+                    headers={"Content-Type": "application/octet-stream"},
                 )
             if response.status_code not in (201, 204):
                 raise client.error(response, what)
@@ -468,8 +474,9 @@ def _chunked(
                 headers["Content-Range"] = f"{offset}-{end}"
             try:
                 with cancel.sending(UploadSession(location)):
-                    response = client.send("PATCH", location, what=what, content=body,
-                                           headers=headers)
+                    response = client.send(
+                        "PATCH", location, what=what, content=body, headers=headers
+                    )
                 if response.status_code == 416:
                     raise ProtocolError(f"{client.host} refused chunk {offset}-{end} (416)")
                 if response.status_code != 202:
@@ -559,7 +566,9 @@ def _commit(client: RegistryClient, blob: BlobSource, location: str, what: str) 
     """Close a chunked upload; a lost answer to it is found out with a ``HEAD``."""
     try:
         response = client.send(
-            "PUT", _with_digest(location, blob.digest), what=what,
+            "PUT",
+            _with_digest(location, blob.digest),
+            what=what,
             headers={"Content-Length": "0"},
             # The registry verifies and moves the whole blob before it answers.
             answer_budget=COMMIT_BUDGET * client.options.read_timeout,

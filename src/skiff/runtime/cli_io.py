@@ -62,8 +62,9 @@ def parse_inputs(items: list[str], schema: dict[str, Any], cwd: Path) -> dict[st
     return out
 
 
-def _single(value: str, prop: dict[str, Any] | None, root: dict[str, Any], cwd: Path,
-            name: str) -> Any:
+def _single(
+    value: str, prop: dict[str, Any] | None, root: dict[str, Any], cwd: Path, name: str
+) -> Any:
     if value.startswith("@"):
         return data_url(cwd / value[1:], name)
     if prop is None:
@@ -79,8 +80,9 @@ def _single(value: str, prop: dict[str, Any] | None, root: dict[str, Any], cwd: 
     return _scalar(value, prop, root)
 
 
-def _item(value: str, item_schema: dict[str, Any] | None, root: dict[str, Any], cwd: Path,
-          name: str) -> Any:
+def _item(
+    value: str, item_schema: dict[str, Any] | None, root: dict[str, Any], cwd: Path, name: str
+) -> Any:
     if value.startswith("@"):
         return data_url(cwd / value[1:], name)
     return _scalar(value, item_schema, root)
@@ -238,8 +240,12 @@ def output_target(option: str | None, cwd: Path) -> Path:
 
 
 def render(
-    prediction: dict[str, Any], out_schema: dict[str, Any] | None, root: dict[str, Any],
-    target: Path, *, write_values: bool,
+    prediction: dict[str, Any],
+    out_schema: dict[str, Any] | None,
+    root: dict[str, Any],
+    target: Path,
+    *,
+    write_values: bool,
 ) -> Rendered:
     """The output as ``cog predict`` presents it; ``write_values``: ``-o`` was given, so a
     string or JSON output goes to that file too, as with Cog."""
@@ -285,7 +291,7 @@ def write_data_url(url: str, destination: Path) -> Path:
     header, comma, payload = url.partition(",")
     if not url.startswith("data:") or not comma:
         raise InvalidInput(f"the model returned a file output that is not a data URL: {url[:80]}")
-    meta = header[len("data:"):]
+    meta = header[len("data:") :]
     mime = meta.split(";")[0]
     if ";base64" in meta:
         data = base64.b64decode(payload)
@@ -304,9 +310,7 @@ def go_json(value: Any) -> str:
     is, and numbers as Go formats a float64 (``4`` for 4.0, ``0.00001``, ``1e-7``)."""
     floats: list[str] = []
     tag = secrets.token_hex(8)  # markers no string of the output can spell
-    text = json.dumps(
-        _go_numbers(value, floats, tag), indent=2, sort_keys=True, ensure_ascii=False
-    )
+    text = json.dumps(_go_numbers(value, floats, tag), indent=2, sort_keys=True, ensure_ascii=False)
     text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     # Each float stood in as a marker string; put Go's spelling of it back in its place.
     marker = re.compile(rf'"\\u0000{tag}:(\d+)\\u0000"')

@@ -96,8 +96,7 @@ def _pull(name: str, platform: Platform, layout: Any) -> Manifest:
         refs.parse(name)
     except refs.ReferenceError as exc:
         raise InvalidInput(
-            f"{name!r} is neither an image in skiff's cache nor an image reference: "
-            f"{exc.message}",
+            f"{name!r} is neither an image in skiff's cache nor an image reference: {exc.message}",
             "give a name from `skiff build -t NAME`, or a reference such as "
             "registry.example.com/me/model:v1",
         ) from exc
@@ -167,4 +166,3 @@ def bwrap_argv(image: Unpacked, port: int, host_address: str) -> list[str]:
         # Cog's server listens on 0.0.0.0 unless told otherwise (the host's network is shared).
         argv += ["--host", host_address]
     return argv
-

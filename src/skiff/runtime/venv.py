@@ -157,8 +157,16 @@ def _create(root: Path, python_version: str, sdk: str, lines: list[str], folder:
     requirements.write_text("\n".join([*lines, f"cog=={sdk}", ""]), encoding="utf-8")
     # cwd is the model folder: relative paths in the requirements (./wheels/x.whl) are its own.
     installed = _run(
-        [*uv, "pip", "install", "--quiet", "--python", str(root / "bin" / "python"),
-         "-r", str(requirements)],
+        [
+            *uv,
+            "pip",
+            "install",
+            "--quiet",
+            "--python",
+            str(root / "bin" / "python"),
+            "-r",
+            str(requirements),
+        ],
         folder,
     )
     if installed.returncode != 0:
